@@ -1,0 +1,36 @@
+/* tls/upstream: the TLS client contexts used towards origins — the system
+ * trust store plus the extra CA files given with --upstream-ca, host name
+ * checks, client session resumption — and the verification verdict in words.
+ * Must never: hide a failed verification (the result is always reported to
+ * the caller, who shows it to the user), or skip the host name check. */
+#ifndef SHOJI_TLS_UPSTREAM_H
+#define SHOJI_TLS_UPSTREAM_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+/* A client SSL_CTX: TLS 1.2+, default verify paths (the system store) plus
+ * `extra_ca_file` (PEM, may hold several certificates; NULL for none),
+ * SSL_VERIFY_NONE so the handshake completes and the caller reads the result
+ * (we must still mint a certificate and show an error page), ALPN http/1.1,
+ * client session cache on. */
+SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errlen);
+
+/* Prepares `ssl` for `host`: SNI (unless host is an IP literal) and the
+ * host name / IP check that verification applies. */
+int tls_upstream_prepare(SSL *ssl, const char *host);
+
+/* After the handshake: 0 when the certificate verified for the host; else a
+ * negative code and a short reason ("certificate has expired",
+ * "self-signed certificate", "unknown issuer", "name mismatch: the
+ * certificate is for a.example, b.example") in `reason`. */
+int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen);
+
+/* A server SSL_CTX for the client side of decoded connections: TLS 1.2+,
+ * ALPN selection that accepts only http/1.1 (and lets a client without ALPN
+ * through), session tickets on. Certificates are set per SSL with
+ * SSL_use_certificate + SSL_use_PrivateKey (leaf from tls_mint_leaf, key from
+ * tls_minter_leaf_key), chained to the CA certificate. */
+SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen);
+
+#endif
