@@ -7,7 +7,7 @@ what=${1:-test}
 
 build_pkgs=(build-essential cmake pkg-config clang
   libuv1-dev libssl-dev libjansson-dev libpcre2-dev libidn2-dev
-  libmicrohttpd-dev libsqlite3-dev libpq-dev libsodium-dev zlib1g-dev
+  libmicrohttpd-dev libsqlite3-dev libpq-dev libsodium-dev zlib1g-dev libnftables-dev
   openssl ca-certificates libnss3-tools)
 test_pkgs=(libcmocka-dev libclang-rt-14-dev python3 python3-pytest
   python3-cryptography curl iproute2 nftables procps psmisc
