@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -44,5 +45,16 @@ void tls_cert_fingerprint(X509 *cert, char *out, size_t outlen);
  * each). Uninstall undoes exactly that. */
 int tls_ca_install(const char *state_dir, FILE *report, char *err, size_t errlen);
 int tls_ca_uninstall(const char *state_dir, FILE *report, char *err, size_t errlen);
+
+/* Added by the tls module for its own files and the CLI: */
+/* First 8 hex digits of ca->fingerprint, lower-case (names the installed
+ * trust-store file, the NSS nickname and the leaf cache directory). */
+void tls_ca_fp8(const struct tls_ca *ca, char out[9]);
+/* Sets a random positive 128-bit serial number on `x`. 0 or -errno. */
+int tls_random_serial(X509 *x);
+/* Writes `key` (when not NULL) or else `cert` as PEM to `path` atomically
+ * with file mode `mode` (the file never exists with a looser mode). */
+int tls_write_pem(const char *path, EVP_PKEY *key, X509 *cert, int mode,
+                  char *err, size_t errlen);
 
 #endif
