@@ -180,3 +180,21 @@ def spki_sha256_b64(cert):
 def load_cert(path):
     with open(path, "rb") as f:
         return x509.load_pem_x509_certificate(f.read())
+
+
+def verify_issued_by(cert, issuer):
+    """Raises (InvalidSignature / AssertionError) unless `cert` names
+    `issuer` as its issuer and carries a valid signature by its key."""
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec, ed25519, padding
+    assert cert.issuer == issuer.subject, "issuer %s != %s" % (
+        cert.issuer.rfc4514_string(), issuer.subject.rfc4514_string())
+    pub = issuer.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                   cert.signature_hash_algorithm)
+    elif isinstance(pub, _ec.EllipticCurvePublicKey):
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, _ec.ECDSA(cert.signature_hash_algorithm))
+    elif isinstance(pub, ed25519.Ed25519PublicKey):
+        pub.verify(cert.signature, cert.tbs_certificate_bytes)
+    else:
+        raise AssertionError("unsupported issuer key type %r" % type(pub))

@@ -1,0 +1,68 @@
+"""Real clients driven as subprocesses: curl and openssl s_client.
+
+  r = curl(agent.port, "https://good.test:4443/", "--cacert", agent.ca_path)
+  r.returncode, r.stdout (bytes), r.stderr (text)
+  status, body, certs = curl_fetch(agent.port, url, cafile=agent.ca_path)
+"""
+import os
+import re
+import subprocess
+
+from cryptography import x509
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
+               "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def clean_env():
+    return {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+
+
+def curl(proxy_port, url, *args, timeout=60, input=None):
+    cmd = ["curl", "-sS", "--max-time", str(timeout), "--proxy", "http://127.0.0.1:%d" % proxy_port,
+           "--noproxy", ""] + list(args) + [url]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10, env=clean_env(), input=input)
+    p.stderr = p.stderr.decode("utf-8", "replace")
+    p.cmd = " ".join(cmd)
+    return p
+
+
+_MARK = b"\n--shoji-write-out--\n"
+
+
+def curl_fetch(proxy_port, url, *args, cafile=None, timeout=60):
+    """GET (or whatever args say) through the agent. Returns
+    (http status, body bytes, [x509.Certificate...] the server presented, proc)."""
+    extra = list(args)
+    if cafile:
+        extra += ["--cacert", cafile]
+    extra += ["-w", _MARK.decode() + "%{http_code}\n%{certs}"]
+    p = curl(proxy_port, url, *extra, timeout=timeout)
+    body, _, tail = p.stdout.rpartition(_MARK)
+    status_line, _, certs_text = tail.partition(b"\n")
+    pems = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certs_text, re.S)
+    certs = [x509.load_pem_x509_certificate(pem) for pem in pems]
+    try:
+        status = int(status_line.strip() or b"0")
+    except ValueError:
+        status = 0
+    return status, body, certs, p
+
+
+def s_client(proxy_port, host, port, cafile, request=None, timeout=30):
+    """openssl s_client through the agent (-proxy), -showcerts; `request`
+    is written after the handshake. Returns CompletedProcess (text)."""
+    cmd = ["openssl", "s_client", "-proxy", "127.0.0.1:%d" % proxy_port,
+           "-connect", "%s:%d" % (host, port), "-servername", host, "-showcerts",
+           "-CAfile", cafile, "-verify_return_error", "-ign_eof"]
+    p = subprocess.run(cmd, input=(request or b""), capture_output=True, timeout=timeout,
+                       env=clean_env())
+    p.stdout = p.stdout.decode("utf-8", "replace")
+    p.stderr = p.stderr.decode("utf-8", "replace")
+    p.cmd = " ".join(cmd)
+    return p
+
+
+def pem_certs(text):
+    return [x509.load_pem_x509_certificate(m.encode()) for m in
+            re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)]

@@ -1,0 +1,117 @@
+"""HTTPS decode: CONNECT to a TLS origin is decoded with a leaf minted by
+the agent's CA that carries the origin certificate's names; a leaf is
+cached on disk and survives a restart."""
+import ssl
+
+import pytest
+
+from helpers.client import HTTPReader, _request_bytes, peer_cert, tls_via_proxy, https_get
+from helpers.pki import cert_names, load_cert, verify_issued_by
+from helpers.tools import curl_fetch, pem_certs, s_client
+
+
+def issued_by_agent_ca(cert, agent):
+    """The leaf names the agent's CA as issuer and is signed by its key."""
+    verify_issued_by(cert, load_cert(agent.ca_path))
+
+
+def test_curl_through_agent_gets_origin_content_with_leaf_from_agent_ca(agent, origins):
+    good = origins["good"]
+    status, body, certs, p = curl_fetch(agent.port, good.url("/hello"), cafile=agent.ca_path)
+    assert p.returncode == 0, "curl failed: %s\n%s" % (p.cmd, p.stderr)
+    assert status == 200
+    assert good.marker.encode() in body
+    assert certs, "curl reported no certificate"
+    leaf = certs[0]
+    issued_by_agent_ca(leaf, agent)
+    cns, sans = cert_names(leaf)
+    assert "good.test" in sans and "www.good.test" in sans, "SANs of minted leaf: %r" % sans
+    assert cns == ["good.test"], "CN of minted leaf: %r (origin's CN is good.test)" % cns
+    # the request really reached the origin, over TLS, with the path intact
+    assert [r.path for r in good.requests] == ["/hello"]
+
+
+def test_curl_second_name_of_origin_certificate_is_accepted(agent, origins):
+    """The origin's cert names www.good.test too: curl asking for that name
+    verifies against the minted leaf."""
+    good = origins["good"]
+    status, body, certs, p = curl_fetch(agent.port, good.url("/www", host="www.good.test"),
+                                        cafile=agent.ca_path)
+    assert p.returncode == 0, p.stderr
+    assert status == 200 and good.marker.encode() in body
+
+
+def test_openssl_s_client_sees_agent_ca_issuer_and_origin_names(agent, origins):
+    good = origins["good"]
+    req = b"GET /via-s-client HTTP/1.1\r\nHost: good.test:%d\r\nConnection: close\r\n\r\n" % good.port
+    p = s_client(agent.port, "good.test", good.port, agent.ca_path, request=req)
+    assert "Verify return code: 0 (ok)" in p.stdout, "%s\nstdout:\n%s\nstderr:\n%s" % (
+        p.cmd, p.stdout[-3000:], p.stderr[-2000:])
+    chain = pem_certs(p.stdout)
+    assert chain, p.stdout
+    leaf = chain[0]
+    issued_by_agent_ca(leaf, agent)
+    assert set(cert_names(leaf)[1]) >= {"good.test", "www.good.test"}
+    assert "HTTP/1.1 200" in p.stdout and good.marker in p.stdout
+    assert [r.path for r in good.requests] == ["/via-s-client"]
+
+
+def test_python_ssl_client_trusting_only_agent_ca_sees_names(agent, origins):
+    good = origins["good"]
+    tls = tls_via_proxy(agent.port, "good.test", good.port, cafile=agent.ca_path)
+    try:
+        # the ssl module verified chain + host name against the agent CA alone
+        leaf = peer_cert(tls)
+        issued_by_agent_ca(leaf, agent)
+        assert set(cert_names(leaf)[1]) >= {"good.test", "www.good.test"}
+        assert tls.selected_alpn_protocol() in (None, "http/1.1")
+        tls.sendall(_request_bytes("GET", "/py", None, None, "good.test:%d" % good.port))
+        r = HTTPReader(tls).response()
+        assert r.status == 200 and good.marker in r.text
+    finally:
+        tls.close()
+
+
+def test_python_ssl_client_rejects_leaf_when_not_trusting_agent_ca(agent, origins, pki):
+    """Sanity of the check above: trusting only the origin's real CA, the
+    minted leaf must NOT verify (we really are talking to the agent)."""
+    good = origins["good"]
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_via_proxy(agent.port, "good.test", good.port, cafile=pki.ca_cert_path).close()
+
+
+def test_decoded_connection_keeps_alive_and_reuses_one_upstream_connection(agent, origins):
+    good = origins["good"]
+    tls = tls_via_proxy(agent.port, "good.test", good.port, cafile=agent.ca_path)
+    rd = HTTPReader(tls)
+    try:
+        for i in range(3):
+            tls.sendall(_request_bytes("GET", "/ka/%d" % i, None, None, "good.test:%d" % good.port))
+            r = rd.response()
+            assert r.status == 200 and ("/ka/%d" % i) in r.text
+    finally:
+        tls.close()
+    reqs = good.requests_for("/ka/")
+    assert [r.path for r in reqs] == ["/ka/0", "/ka/1", "/ka/2"]
+    conns = {r.conn_id for r in reqs}
+    assert len(conns) == 1, "3 requests on one client connection used %d upstream connections" % len(conns)
+
+
+def test_leaf_is_cached_on_disk_and_a_restart_reuses_it(agent, origins):
+    good = origins["good"]
+    _, leaf1 = https_get(agent.port, "good.test", good.port, "/r1", cafile=agent.ca_path)
+    agent.restart()
+    r, leaf2 = https_get(agent.port, "good.test", good.port, "/r2", cafile=agent.ca_path)
+    assert r.status == 200 and good.marker in r.text
+    assert leaf2.serial_number == leaf1.serial_number, (
+        "serial before restart %x, after %x: the minted leaf was not reused" %
+        (leaf1.serial_number, leaf2.serial_number))
+    assert leaf2.fingerprint(leaf2.signature_hash_algorithm) == \
+        leaf1.fingerprint(leaf1.signature_hash_algorithm)
+
+
+def test_same_host_twice_gets_the_same_leaf_without_restart(agent, origins):
+    good = origins["good"]
+    _, a = https_get(agent.port, "good.test", good.port, "/c1", cafile=agent.ca_path)
+    _, b = https_get(agent.port, "good.test", good.port, "/c2", cafile=agent.ca_path)
+    assert a.serial_number == b.serial_number
