@@ -196,7 +196,7 @@ int platform_intercept_render(const struct platform_intercept_config *cfg,
             "    comment \"agent heartbeat: redirect only while fresh\"\n  }\n");
     put_exclude_set(&o, cfg, AF_INET);
     put_exclude_set(&o, cfg, AF_INET6);
-    put(&o, "  chain nat_out {\n    type nat hook output priority dstnat; policy accept;\n");
+    put(&o, "  chain nat_out {\n    type nat hook output priority -100; policy accept;\n");
     put_bypass(&o, cfg);
     put(&o, "    tcp dport ");
     put_ports(&o, cfg);
