@@ -309,19 +309,23 @@ void tls_ca_fp8(const struct tls_ca *ca, char out[9])
 
 /* Runs argv[0] (searched in PATH) with stdout sent to stderr, as `uid`/`gid`
  * when we are root and they differ (so an NSS database in a home directory
- * keeps its owner). Returns the exit status, 127 when the program is
+ * keeps its owner); `quiet` sends its output to /dev/null. Returns the exit status, 127 when the program is
  * missing, or a negative code. */
-static int run_prog(char *const argv[], uid_t uid, gid_t gid)
+static int run_prog(char *const argv[], uid_t uid, gid_t gid, bool quiet)
 {
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
         return -errno;
     if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
+        int devnull = open("/dev/null", O_RDWR);
         if (devnull >= 0)
             dup2(devnull, STDIN_FILENO);
         dup2(STDERR_FILENO, STDOUT_FILENO);
+        if (quiet && devnull >= 0) {
+            dup2(devnull, STDOUT_FILENO);
+            dup2(devnull, STDERR_FILENO);
+        }
         if (geteuid() == 0 && uid != 0 && (setgid(gid) != 0 || setuid(uid) != 0))
             _exit(126);
         execvp(argv[0], argv);
@@ -377,7 +381,7 @@ static int update_ca_certificates(FILE *report)
         return 0;
     }
     char *argv[] = { "update-ca-certificates", NULL };
-    int st = run_prog(argv, 0, 0);
+    int st = run_prog(argv, 0, 0, false);
     report_line(report, "  update-ca-certificates: %s", st == 0 ? "ok"
                 : st == 127 ? "not found (apt-get install ca-certificates)" : "failed");
     return st == 0 ? 0 : -EIO;
@@ -439,12 +443,12 @@ static int nssdb_one(const char *dir, const char *crt, const char *nick, bool in
     if (!install) {
         /* delete every copy under our nickname (certutil removes one a time) */
         int n = 0;
-        while (n < 16 && run_prog(del, st.st_uid, st.st_gid) == 0)
+        while (n < 16 && run_prog(del, st.st_uid, st.st_gid, true) == 0)
             n++;
         report_line(report, "NSS database %s: %s", dir, n ? "removed" : "was not installed");
         return 0;
     }
-    rc = run_prog(add, st.st_uid, st.st_gid);
+    rc = run_prog(add, st.st_uid, st.st_gid, false);
     report_line(report, "NSS database %s: %s", dir, rc == 0 ? "installed" : "certutil failed");
     return rc == 0 ? 0 : -EIO;
 }
