@@ -1,0 +1,104 @@
+/* cli/run: `shoji run` — starts the agent. Every flag is documented here and
+ * in docs/CLI.md. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "proxy/proxy.h"
+#include "util/log.h"
+#include "util/util.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shoji run --listen ADDR:PORT --state-dir DIR [options]\n"
+            "\n"
+            "Runs the agent as an explicit HTTP proxy that decodes HTTPS with the local CA.\n"
+            "\n"
+            "  --listen ADDR:PORT     where to accept proxy clients (default 127.0.0.1:3128)\n"
+            "  --state-dir DIR        CA, leaf key, certificate cache, learned state\n"
+            "                         (default %s; create the CA with `shoji ca init`)\n"
+            "  --policy FILE          policy file (JSON, docs/POLICY.md); default: allow all, decode all\n"
+            "  --hosts FILE           hosts(5) file consulted before DNS\n"
+            "  --upstream-ca FILE     extra CA certificates (PEM) trusted for origins, besides the system store\n"
+            "  --access-log FILE      access log, one line per request and per tunnel ('-' = stdout)\n"
+            "  --log-format FMT       json (default) or squid\n"
+            "  --workers N            event-loop threads (default: the number of cores)\n"
+            "  --max-connections N    client connections at once; past it: 503 (default 16384)\n"
+            "  --verbose              debug messages on stderr\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the policy and hosts files\n"
+            "and reopens the access log.\n",
+            CLI_DEFAULT_STATE_DIR);
+}
+
+static int parse_uint(const char *flag, const char *v, unsigned max, unsigned *out)
+{
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *end || n < 1 || n > max) {
+        fprintf(stderr, "shoji run: %s '%s': expected a number from 1 to %u\n", flag, v, max);
+        return -1;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
+int cli_run(int argc, char **argv)
+{
+    struct proxy_config cfg = { .listen = "127.0.0.1:3128", .state_dir = CLI_DEFAULT_STATE_DIR };
+    proxy_limits_default(&cfg.limits);
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        int r;
+        if (cli_flag(argv, i, "--help") || cli_flag(argv, i, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (cli_flag(argv, i, "--verbose")) {
+            log_set_level(LOG_DEBUG);
+            continue;
+        }
+#define OPT(name, field)                                     \
+        if ((r = cli_opt(argc, argv, &i, name, &v)) != 0) {  \
+            if (r < 0)                                       \
+                return 2;                                    \
+            field = v;                                       \
+            continue;                                        \
+        }
+        OPT("--listen", cfg.listen)
+        OPT("--state-dir", cfg.state_dir)
+        OPT("--policy", cfg.policy_path)
+        OPT("--hosts", cfg.hosts_path)
+        OPT("--upstream-ca", cfg.upstream_ca)
+        OPT("--access-log", cfg.access_log)
+        OPT("--log-format", cfg.log_format)
+#undef OPT
+        if ((r = cli_opt(argc, argv, &i, "--workers", &v)) != 0) {
+            unsigned n;
+            if (r < 0 || parse_uint("--workers", v, 256, &n) < 0)
+                return 2;
+            cfg.workers = (int)n;
+            continue;
+        }
+        if ((r = cli_opt(argc, argv, &i, "--max-connections", &v)) != 0) {
+            if (r < 0 || parse_uint("--max-connections", v, 1000000, &cfg.limits.max_connections) < 0)
+                return 2;
+            continue;
+        }
+        fprintf(stderr, "shoji run: unknown option '%s'\n\n", argv[i]);
+        usage(stderr);
+        return 2;
+    }
+    if (cfg.log_format && strcmp(cfg.log_format, "json") && strcmp(cfg.log_format, "squid")) {
+        fprintf(stderr, "shoji run: --log-format '%s': expected json or squid\n", cfg.log_format);
+        return 2;
+    }
+    char err[UTIL_ERRLEN];
+    if (proxy_run(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "shoji run: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

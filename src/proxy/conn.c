@@ -1,0 +1,782 @@
+/* proxy/conn: the client connection's state machine — accept, read a request
+ * head, CONNECT (peek the first bytes -> decide -> tunnel or decode), the
+ * TLS handshakes of a decoded connection, raw tunnels, timeouts, and the
+ * orderly end of it all. HTTP exchanges themselves live in forward.c. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/internal.h"
+#include "tls/upstream.h"
+#include "util/log.h"
+
+static void on_timer(uv_timer_t *t);
+static void start_tunnel(struct conn *c);
+static void peek(struct conn *c);
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->refs--;
+    conn_maybe_free(c);
+}
+
+static void close_timer_if_done(struct conn *c)
+{
+    if (c->dead && !c->client && !c->up && !c->timer_closing) {
+        c->timer_closing = true;
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    }
+}
+
+void conn_maybe_free(struct conn *c)
+{
+    if (!c->dead || c->refs > 0)
+        return;
+    struct worker *w = c->w;
+    if (c->policy)
+        policy_unref(c->policy);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+    w->nconns--;
+    atomic_fetch_sub(&w->sh->conns, 1);
+    if (w->stopping && w->nconns == 0)
+        uv_stop(&w->loop);
+}
+
+void conn_close(struct conn *c)
+{
+    if (!c->dead) {
+        c->dead = true;
+        if (c->kind == CK_TUNNEL && c->state == CS_TUNNEL)
+            conn_log_tunnel(c, c->tunnel_mode ? c->tunnel_mode : "tunnel", NULL);
+        c->state = CS_CLOSING;
+        if (c->ex) {
+            fwd_free(c->ex);
+            c->ex = NULL;
+        }
+    }
+    if (c->up)
+        pstream_close(c->up);
+    if (c->client) {
+        pstream_shutdown_close(c->client);
+        if (!c->timer_closing)
+            uv_timer_start(&c->timer, on_timer, 2000, 0);   /* bounds the linger */
+    }
+    close_timer_if_done(c);
+    conn_maybe_free(c);
+}
+
+void conn_on_stream_closed(struct conn *c, struct pstream *s)
+{
+    if (c->client == s)
+        c->client = NULL;
+    if (c->up == s)
+        c->up = NULL;
+    c->refs--;
+    if (!c->dead && c->client == NULL)
+        conn_close(c);        /* the client went away: nothing left to do */
+    close_timer_if_done(c);
+    conn_maybe_free(c);
+}
+
+void conn_set_timer(struct conn *c, unsigned ms)
+{
+    if (!c->dead && !c->timer_closing)
+        uv_timer_start(&c->timer, on_timer, ms ? ms : 1, 0);
+}
+
+/* ---- accept --------------------------------------------------------------- */
+
+void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, cap, "?");
+    }
+}
+
+static const char overload_response[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    "Content-Length: 46\r\n\r\nshoji: too many connections, try again later\r\n";
+
+void conn_accept(struct worker *w, uv_stream_t *listener)
+{
+    struct proxy_shared *sh = w->sh;
+    struct conn *c = calloc(1, sizeof *c);
+    struct pstream *s = c ? pstream_new(w, c, SIDE_CLIENT) : NULL;
+    if (!s || uv_accept(listener, (uv_stream_t *)&s->tcp) != 0) {
+        free(c);
+        if (s) {
+            s->conn = NULL;
+            pstream_close(s);
+        }
+        return;
+    }
+    c->w = w;
+    c->client = s;
+    c->refs = 2;   /* client stream + timer */
+    c->id = atomic_fetch_add(&sh->next_id, 1) + 1;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    w->nconns++;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    unsigned n = atomic_fetch_add(&sh->conns, 1) + 1;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
+    uv_tcp_nodelay(&s->tcp, 1);
+    if (n > sh->cfg->limits.max_connections || w->stopping) {
+        pstream_write(s, overload_response, sizeof overload_response - 1);
+        log_warn("refused a connection from %s: %u connections open (limit %u)", c->client_addr,
+                 n - 1, sh->cfg->limits.max_connections);
+        conn_close(c);
+        return;
+    }
+    conn_start_head(c);
+}
+
+/* ---- reading request heads ------------------------------------------------ */
+
+void conn_start_head(struct conn *c)
+{
+    c->state = CS_HEAD;
+    conn_set_timer(c, c->client->in.len ? c->w->sh->cfg->limits.header_timeout_ms
+                                        : c->w->sh->cfg->limits.idle_timeout_ms);
+    if (c->client->in.len == 0)
+        buf_free(&c->client->in);   /* idle keep-alive: hold no buffer */
+    pstream_resume(c->client);
+    if (!c->dead && c->state == CS_HEAD && c->client && c->client->in.len)
+        conn_on_data(c, c->client);
+}
+
+static bool valid_connect_host(const char *h)
+{
+    if (!*h)
+        return false;
+    for (const char *p = h; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= '0' && *p <= '9') && *p != '-' && *p != '.' &&
+            *p != '_' && *p != ':')
+            return false;
+    return true;
+}
+
+static void reply_and_close(struct conn *c, int status, const char *title, const char *detail)
+{
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    if (page_render(&b, status, title, detail, c->target_host, c->id, true) == 0 && c->client)
+        pstream_write(c->client, b.p, b.len);
+    buf_free(&b);
+    conn_close(c);
+}
+
+static void handle_connect(struct conn *c, struct http_request *req, size_t head_len)
+{
+    sv_copy(c->target_host, sizeof c->target_host, req->host);
+    util_lower(c->target_host);
+    c->target_port = req->port;
+    c->t_connect_us = util_mono_us();
+    c->t_connect_ms = util_now_ms();
+    buf_consume(&c->client->in, head_len);
+    if (!valid_connect_host(c->target_host) || c->target_port == 0) {
+        reply_and_close(c, 400, "Bad Request", "The CONNECT target is not a valid host:port.");
+        return;
+    }
+    if (c->kind == CK_DECODE) {
+        reply_and_close(c, 400, "Bad Request", "CONNECT inside a decoded connection is not supported.");
+        return;
+    }
+    struct policy_facts f;
+    struct policy_verdict v;
+    conn_fill_facts(c, &f);
+    f.phase = POLICY_PHASE_CONNECT;
+    policy_decide(c->policy, &f, &v);
+    if (v.action == POLICY_BLOCK) {
+        c->block_rule_logged = true;
+        conn_log_decision(c, 403, "block", &v);
+        reply_and_close(c, 403, "Forbidden", v.rule);
+        return;
+    }
+    static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    if (pstream_write(c->client, ok, sizeof ok - 1) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (v.action == POLICY_BYPASS) {
+        c->tunnel_mode = "bypass";
+        c->tunnel_rule_set = true;
+        c->verdict = v;
+        start_tunnel(c);
+        return;
+    }
+    c->state = CS_PEEK;
+    conn_set_timer(c, c->w->sh->cfg->limits.peek_timeout_ms);
+    if (c->client->in.len)
+        peek(c);
+}
+
+static void handle_head(struct conn *c)
+{
+    struct http_limits lim = {
+        .max_head = c->w->sh->cfg->limits.max_head,
+        .max_line = c->w->sh->cfg->limits.max_line,
+        .max_headers = c->w->sh->cfg->limits.max_headers,
+    };
+    struct http_request req;
+    struct pstream *s = c->client;
+    int r = http_parse_request(s->in.p, s->in.len, &lim, &req);
+    if (r == HTTP_NEED_MORE) {
+        if (s->in.len >= lim.max_head) {
+            reply_and_close(c, 431, "Request Header Fields Too Large", "The request head is too large.");
+            return;
+        }
+        conn_set_timer(c, c->w->sh->cfg->limits.header_timeout_ms);
+        return;
+    }
+    if (r < 0) {
+        log_debug("conn %llu: bad request from %s: %s", (unsigned long long)c->id, c->client_addr,
+                  req.error_reason ? req.error_reason : "?");
+        conn_log_error(c, req.error_status ? req.error_status : 400, req.error_reason);
+        reply_and_close(c, req.error_status ? req.error_status : 400, http_reason(req.error_status ? req.error_status : 400),
+                        req.error_reason ? req.error_reason : "The request could not be parsed.");
+        return;
+    }
+    if (c->policy == NULL)
+        c->policy = proxy_policy_get(c->w->sh);
+    if (req.form == HTTP_FORM_AUTHORITY) {
+        handle_connect(c, &req, (size_t)r);
+        return;
+    }
+    fwd_begin(c);
+}
+
+/* ---- CONNECT: peek, decide, tunnel or decode ------------------------------ */
+
+void conn_fill_facts(struct conn *c, struct policy_facts *f)
+{
+    memset(f, 0, sizeof *f);
+    f->app.uid = -1;
+    f->host = c->target_host;
+    f->port = c->target_port;
+    f->sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
+    f->tls = c->have_hello;
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    f->now = (int64_t)now;
+    f->local_wday = tm.tm_wday;
+    f->local_minute = tm.tm_hour * 60 + tm.tm_min;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, c->target_host, &a4) == 1) {
+        f->dst.family = AF_INET;
+        memcpy(f->dst.a, &a4, 4);
+    } else if (inet_pton(AF_INET6, c->target_host, &a6) == 1) {
+        f->dst.family = AF_INET6;
+        memcpy(f->dst.a, &a6, 16);
+    }
+}
+
+static void on_tunnel_ready(struct conn *c, int status, const char *why)
+{
+    if (status < 0) {
+        conn_log_tunnel(c, c->tunnel_mode ? c->tunnel_mode : "tunnel", why);
+        c->kind = CK_HTTP;   /* already logged */
+        conn_close(c);
+        return;
+    }
+    c->kind = CK_TUNNEL;
+    c->state = CS_TUNNEL;
+    struct pstream *cl = c->client, *up = c->up;
+    if (cl->in.len) {
+        c->tunnel_in += cl->in.len;
+        pstream_write(up, cl->in.p, cl->in.len);
+        buf_reset(&cl->in);
+    }
+    conn_set_timer(c, c->w->sh->cfg->limits.tunnel_idle_ms);
+    pstream_resume(cl);
+    pstream_start(up);
+}
+
+static void start_tunnel(struct conn *c)
+{
+    pstream_pause(c->client);
+    c->kind = CK_TUNNEL;
+    up_connect(c, c->target_host, c->target_port, false, on_tunnel_ready);
+}
+
+static void start_client_tls(struct conn *c, const struct tls_names *names)
+{
+    struct proxy_shared *sh = c->w->sh;
+    char err[UTIL_ERRLEN];
+    X509 *leaf = tls_mint_leaf(sh->minter, names, err, sizeof err);
+    if (!leaf) {
+        log_error("cannot mint a certificate for %s: %s", c->target_host, err);
+        conn_log_tunnel(c, "decode", "could not mint a certificate");
+        conn_close(c);
+        return;
+    }
+    struct pstream *cl = c->client;
+    int rc = pstream_tls_server(cl, sh->srv_ctx, leaf, tls_minter_leaf_key(sh->minter));
+    X509_free(leaf);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    c->kind = CK_DECODE;
+    c->state = CS_CL_HANDSHAKE;
+    conn_set_timer(c, sh->cfg->limits.handshake_timeout_ms);
+    /* Replay the ClientHello (and anything after it) into the TLS engine. */
+    size_t n = cl->in.len;
+    char *copy = n ? malloc(n) : NULL;
+    if (n && !copy) {
+        conn_close(c);
+        return;
+    }
+    if (n)
+        memcpy(copy, cl->in.p, n);
+    buf_reset(&cl->in);
+    pstream_tls_feed(cl, copy, n);
+    free(copy);
+}
+
+static void on_decode_upstream(struct conn *c, int status, const char *why)
+{
+    struct tls_names names;
+    if (status < 0) {
+        /* The client still gets a certificate for the name it asked for, and
+         * then an error page saying why, instead of a bare reset. */
+        c->verify_failed = true;
+        c->upstream_failed = true;
+        util_strlcpy(c->verify, why ? why : "the origin could not be reached", sizeof c->verify);
+        c->upstream_status = status == UV_ETIMEDOUT ? 504 : 502;
+        if (c->up) {
+            struct pstream *s = c->up;
+            c->up = NULL;
+            pstream_close(s);
+        }
+        tls_names_from_host(c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host, &names);
+        start_client_tls(c, &names);
+        return;
+    }
+    char reason[160];
+    X509 *cert = SSL_get0_peer_certificate(c->up->ssl);
+    if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) == 0) {
+        util_strlcpy(c->verify, "ok", sizeof c->verify);
+    } else {
+        c->verify_failed = true;
+        c->upstream_status = 502;
+        util_strlcpy(c->verify, reason, sizeof c->verify);
+    }
+    if (cert && conn_cert_phase(c, cert))
+        return;   /* a certificate-name exclusion: re-connected as a tunnel */
+    if (cert && !c->verify_failed)
+        tls_names_from_cert(cert, &names);
+    else
+        tls_names_from_host(c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host, &names);
+    start_client_tls(c, &names);
+}
+
+/* CERT phase: the upstream certificate's names are known. Returns true when
+ * the connection was turned into a tunnel (replaying the ClientHello to a
+ * fresh raw connection). */
+bool conn_cert_phase(struct conn *c, X509 *cert)
+{
+    if (!policy_has_cert_rules(c->policy))
+        return false;
+    struct tls_names tn;
+    tls_names_from_cert(cert, &tn);
+    const char *names[33];
+    size_t n = 0;
+    if (tn.cn[0])
+        names[n++] = tn.cn;
+    for (size_t i = 0; i < tn.n && n < 33; i++)
+        names[n++] = tn.names[i];
+    struct policy_facts f;
+    struct policy_verdict v;
+    conn_fill_facts(c, &f);
+    f.phase = POLICY_PHASE_CERT;
+    f.cert_names = names;
+    f.ncert_names = n;
+    policy_decide(c->policy, &f, &v);
+    if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
+        return false;
+    c->verdict = v;
+    c->tunnel_rule_set = true;
+    c->tunnel_mode = v.action == POLICY_BYPASS ? "bypass" : "tunnel";
+    struct pstream *s = c->up;
+    c->up = NULL;
+    pstream_close(s);
+    start_tunnel(c);
+    return true;
+}
+
+static void peek(struct conn *c)
+{
+    struct pstream *cl = c->client;
+    int sniff = tls_hello_sniff((const uint8_t *)cl->in.p, cl->in.len);
+    if (sniff < 0)
+        return;   /* need more bytes */
+    if (sniff == 0) {
+        c->tunnel_mode = "tunnel";
+        start_tunnel(c);   /* not TLS: tunnelled untouched */
+        return;
+    }
+    int r = tls_hello_parse((const uint8_t *)cl->in.p, cl->in.len, &c->hello);
+    if (r == TLS_HELLO_NEED_MORE) {
+        if (cl->in.len > 20000) {
+            conn_log_tunnel(c, "decode", "ClientHello too large");
+            conn_close(c);
+        }
+        return;
+    }
+    if (r != TLS_HELLO_DONE) {
+        c->tunnel_mode = "tunnel";
+        start_tunnel(c);   /* TLS we cannot read: do not break it, pass it */
+        return;
+    }
+    c->have_hello = true;
+    struct policy_facts f;
+    struct policy_verdict v;
+    conn_fill_facts(c, &f);
+    f.phase = POLICY_PHASE_CONNECT;
+    policy_decide(c->policy, &f, &v);
+    c->verdict = v;
+    c->tunnel_rule_set = true;
+    if (v.action == POLICY_BLOCK) {
+        conn_log_decision(c, 403, "block", &v);
+        conn_close(c);   /* a TLS stream already started: close it */
+        return;
+    }
+    if (v.action == POLICY_TUNNEL || v.action == POLICY_BYPASS) {
+        c->tunnel_mode = v.action == POLICY_BYPASS ? "bypass" : "tunnel";
+        start_tunnel(c);
+        return;
+    }
+    c->tunnel_rule_set = false;
+    pstream_pause(cl);
+    up_connect(c, c->target_host, c->target_port, true, on_decode_upstream);
+}
+
+/* ---- events from the streams ---------------------------------------------- */
+
+static void tunnel_relay(struct conn *c, struct pstream *from)
+{
+    struct pstream *to = from == c->client ? c->up : c->client;
+    if (!to || from->in.len == 0)
+        return;
+    if (from == c->client)
+        c->tunnel_in += from->in.len;
+    else
+        c->tunnel_out += from->in.len;
+    int rc = pstream_write(to, from->in.p, from->in.len);
+    buf_reset(&from->in);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    if (to->pending >= PSTREAM_HIGH_WATER)
+        pstream_pause(from);
+    conn_set_timer(c, c->w->sh->cfg->limits.tunnel_idle_ms);
+}
+
+void conn_on_data(struct conn *c, struct pstream *s)
+{
+    if (c->dead)
+        return;
+    switch (c->state) {
+    case CS_HEAD:
+        if (s == c->client)
+            handle_head(c);
+        break;
+    case CS_PEEK:
+        if (s == c->client)
+            peek(c);
+        break;
+    case CS_EXCHANGE:
+        if (s == c->client)
+            fwd_on_client_data(c);
+        else
+            fwd_on_upstream_data(c);
+        break;
+    case CS_TUNNEL:
+        tunnel_relay(c, s);
+        break;
+    default:
+        /* CONNECTING / handshakes: keep the bytes; do not read more. */
+        if (s == c->client)
+            pstream_pause(s);
+        break;
+    }
+}
+
+static void tunnel_eof(struct conn *c, struct pstream *s)
+{
+    struct pstream *other = s == c->client ? c->up : c->client;
+    if (!other || other->eof) {
+        conn_close(c);
+        return;
+    }
+    pstream_shutdown_write(other);   /* pass the half-close on */
+}
+
+void conn_on_eof(struct conn *c, struct pstream *s)
+{
+    if (c->dead)
+        return;
+    switch (c->state) {
+    case CS_TUNNEL:
+        tunnel_eof(c, s);
+        break;
+    case CS_EXCHANGE:
+        if (s == c->client)
+            fwd_on_client_eof(c);
+        else
+            fwd_on_upstream_eof(c);
+        break;
+    case CS_CL_HANDSHAKE:
+        if (s == c->client)
+            conn_client_rejected(c, -1);   /* hung up after our server flight */
+        else
+            conn_close(c);
+        break;
+    case CS_UP_HANDSHAKE:
+        if (s == c->up) {
+            struct pstream *u = c->up;
+            c->up = NULL;
+            pstream_close(u);
+            if (c->on_connected) {
+                void (*done)(struct conn *, int, const char *) = c->on_connected;
+                c->on_connected = NULL;
+                done(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
+            }
+            break;
+        }
+        conn_close(c);
+        break;
+    default:
+        if (s == c->up && c->state == CS_HEAD) {
+            struct pstream *u = c->up;   /* origin closed an idle decoded upstream */
+            c->up = NULL;
+            pstream_close(u);
+            break;
+        }
+        conn_close(c);
+        break;
+    }
+}
+
+void conn_on_error(struct conn *c, struct pstream *s, int err)
+{
+    if (c->dead)
+        return;
+    if (c->state == CS_UP_HANDSHAKE && s == c->up) {
+        char why[200];
+        snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
+                 s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
+        struct pstream *u = c->up;
+        c->up = NULL;
+        pstream_close(u);
+        if (c->on_connected) {
+            void (*done)(struct conn *, int, const char *) = c->on_connected;
+            c->on_connected = NULL;
+            done(c, -EPROTO, why);
+        }
+        return;
+    }
+    if (c->state == CS_CL_HANDSHAKE && s == c->client) {
+        conn_client_rejected(c, s->tls_alert);
+        return;
+    }
+    if (c->state == CS_EXCHANGE && s == c->up) {
+        fwd_on_upstream_eof(c);
+        return;
+    }
+    if (c->state == CS_HEAD && s == c->up) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        pstream_close(u);
+        return;
+    }
+    log_debug("conn %llu: %s stream error: %s", (unsigned long long)c->id,
+              s->side == SIDE_CLIENT ? "client" : "upstream", uv_strerror(err));
+    conn_close(c);
+}
+
+void conn_on_drain(struct conn *c, struct pstream *s)
+{
+    if (c->dead)
+        return;
+    if (c->state == CS_TUNNEL) {
+        struct pstream *from = s == c->client ? c->up : c->client;
+        if (from && !from->eof)
+            pstream_resume(from);
+    } else if (c->state == CS_EXCHANGE) {
+        fwd_on_drain(c, s);
+    }
+}
+
+void conn_on_handshake(struct conn *c, struct pstream *s)
+{
+    if (c->dead)
+        return;
+    if (s == c->up && c->state == CS_UP_HANDSHAKE) {
+        pstream_pause(s);
+        void (*done)(struct conn *, int, const char *) = c->on_connected;
+        c->on_connected = NULL;
+        if (done)
+            done(c, 0, NULL);
+        return;
+    }
+    if (s == c->client && c->state == CS_CL_HANDSHAKE)
+        conn_start_head(c);
+}
+
+/* The client refused our certificate (an alert) or hung up right after our
+ * handshake flight. Logged now; automatic avoidance builds on this. */
+void conn_client_rejected(struct conn *c, int alert)
+{
+    char why[160];
+    if (alert >= 0)
+        snprintf(why, sizeof why, "the client rejected the certificate (TLS alert %d: %s)", alert,
+                 SSL_alert_desc_string_long(alert));
+    else
+        snprintf(why, sizeof why, "the client closed the connection during the TLS handshake");
+    log_info("conn %llu: %s for %s", (unsigned long long)c->id, why, c->target_host);
+    conn_log_tunnel(c, "decode", why);
+    conn_close(c);
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    switch (c->state) {
+    case CS_CLOSING:
+        if (c->client)
+            pstream_close(c->client);
+        break;
+    case CS_HEAD:
+        if (c->client && c->client->in.len)
+            reply_and_close(c, 408, "Request Timeout", "The request head did not arrive in time.");
+        else
+            conn_close(c);   /* idle keep-alive connection */
+        break;
+    case CS_PEEK:
+        c->tunnel_mode = "tunnel";
+        start_tunnel(c);     /* a client that waits for the server to speak */
+        break;
+    case CS_CONNECTING:
+        up_connect_timeout(c);
+        break;
+    case CS_UP_HANDSHAKE:
+        if (c->on_connected) {
+            struct pstream *u = c->up;
+            c->up = NULL;
+            if (u)
+                pstream_close(u);
+            void (*done)(struct conn *, int, const char *) = c->on_connected;
+            c->on_connected = NULL;
+            done(c, UV_ETIMEDOUT, "the TLS handshake with the origin timed out");
+        }
+        break;
+    case CS_CL_HANDSHAKE:
+        conn_log_tunnel(c, "decode", "the client did not finish the TLS handshake in time");
+        conn_close(c);
+        break;
+    case CS_EXCHANGE:
+        fwd_timeout(c);
+        break;
+    case CS_TUNNEL:
+        conn_close(c);
+        break;
+    }
+}
+
+/* ---- access log for connections ---------------------------------------------- */
+
+static void base_record(struct conn *c, struct access_record *r)
+{
+    memset(r, 0, sizeof *r);
+    r->time_ms = c->t_connect_ms ? c->t_connect_ms : util_now_ms();
+    r->client = c->client_addr;
+    r->request_id = c->id;
+    r->uid = -1;
+    r->sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
+    r->dst = c->dst_addr[0] ? c->dst_addr : NULL;
+    r->duration_us = c->t_connect_us ? util_mono_us() - c->t_connect_us : 0;
+}
+
+void conn_log_tunnel(struct conn *c, const char *mode, const char *error)
+{
+    char url[300];
+    struct access_record r;
+    base_record(c, &r);
+    snprintf(url, sizeof url, "%s:%u", c->target_host, c->target_port);
+    r.method = "CONNECT";
+    r.url = url;
+    r.host = c->target_host;
+    r.status = error ? 0 : 200;
+    r.bytes_in = c->tunnel_in;
+    r.bytes_out = c->tunnel_out;
+    r.mode = mode;
+    r.error = error;
+    r.action = strcmp(mode, "decode") == 0 ? "decode" : mode;
+    if (c->tunnel_rule_set)
+        r.rule = c->verdict.rule;
+    access_log_write(c->w->sh->alog, &r);
+}
+
+void conn_log_decision(struct conn *c, int status, const char *action,
+                       const struct policy_verdict *v)
+{
+    char url[300];
+    struct access_record r;
+    base_record(c, &r);
+    snprintf(url, sizeof url, "%s:%u", c->target_host, c->target_port);
+    r.method = "CONNECT";
+    r.url = url;
+    r.host = c->target_host;
+    r.status = status;
+    r.mode = c->have_hello ? "tunnel" : "http";
+    r.action = action;
+    r.rule = v->rule;
+    access_log_write(c->w->sh->alog, &r);
+}
+
+void conn_log_error(struct conn *c, int status, const char *error)
+{
+    struct access_record r;
+    base_record(c, &r);
+    r.method = "-";
+    r.url = "-";
+    r.status = status;
+    r.mode = c->kind == CK_DECODE ? "decode" : "http";
+    r.error = error;
+    access_log_write(c->w->sh->alog, &r);
+}

@@ -1,0 +1,618 @@
+/* proxy/forward: one HTTP exchange at a time on a client connection — the
+ * request head rewritten for the origin, the request body streamed up
+ * (chunked bodies re-encoded, never held whole), the response head and body
+ * streamed down, 1xx and 101 handled, keep-alive on both sides, and the
+ * access-log line. Used for plain HTTP (absolute-form requests, upstream
+ * connections pooled per worker) and inside decoded TLS (the upstream is the
+ * connection's own TLS stream). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/internal.h"
+#include "tls/upstream.h"
+#include "util/log.h"
+
+static void finish(struct conn *c);
+static void pump_request(struct conn *c);
+static void pump_response(struct conn *c);
+
+void fwd_free(struct exchange *ex)
+{
+    if (!ex)
+        return;
+    free(ex->head_copy);
+    free(ex);
+}
+
+/* ---- logging ------------------------------------------------------------------ */
+
+static void log_exchange(struct conn *c, const char *error)
+{
+    struct exchange *ex = c->ex;
+    struct access_record r;
+    memset(&r, 0, sizeof r);
+    r.time_ms = ex->t_start_ms;
+    r.client = c->client_addr;
+    r.method = ex->method;
+    r.url = ex->url;
+    r.host = ex->host;
+    r.status = ex->status;
+    r.bytes_in = ex->req_bytes;
+    r.bytes_out = ex->resp_bytes;
+    r.duration_us = util_mono_us() - ex->t_start_us;
+    r.mode = c->kind == CK_DECODE ? "decode" : "http";
+    r.upstream_verify = c->kind == CK_DECODE ? c->verify : NULL;
+    r.sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
+    r.dst = c->dst_addr[0] ? c->dst_addr : NULL;
+    r.uid = -1;
+    r.request_id = ex->request_id;
+    r.error = error ? error : ex->error;
+    r.action = ex->blocked ? "block" : "allow";
+    r.rule = ex->verdict_set ? ex->verdict.rule : NULL;
+    char cats[512];
+    if (ex->verdict_set && ex->verdict.cats.n && policy_catdb(c->policy)) {
+        size_t off = 0;
+        cats[0] = '\0';
+        for (uint16_t i = 0; i < ex->verdict.cats.n; i++) {
+            const char *name = catdb_category_name(policy_catdb(c->policy), ex->verdict.cats.id[i]);
+            int n = snprintf(cats + off, sizeof cats - off, "%s%s", i ? "," : "", name ? name : "?");
+            if (n < 0 || (size_t)n >= sizeof cats - off)
+                break;
+            off += (size_t)n;
+        }
+        r.categories = cats;
+    }
+    access_log_write(c->w->sh->alog, &r);
+    ex->logged = true;
+}
+
+/* ---- pages --------------------------------------------------------------------- */
+
+void fwd_send_page(struct conn *c, int status, const char *title, const char *detail,
+                   bool close_after)
+{
+    struct exchange *ex = c->ex;
+    if (ex && ex->resp_head_sent) {   /* too late for a page: cut the response */
+        if (!ex->logged)
+            log_exchange(c, detail);
+        conn_close(c);
+        return;
+    }
+    if (ex && !ex->req_body_done)
+        close_after = true;   /* cannot find the next request after an unread body */
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    const char *host = ex ? ex->host : c->target_host;
+    if (page_render(&b, status, title, detail, host, ex ? ex->request_id : c->id, close_after) == 0) {
+        pstream_write(c->client, b.p, b.len);
+        if (ex)
+            ex->resp_bytes += b.len;
+    }
+    buf_free(&b);
+    if (ex) {
+        ex->status = status;
+        if (!ex->logged)
+            log_exchange(c, detail);
+    }
+    if (c->up && (ex == NULL || ex->sent_to_upstream)) {
+        struct pstream *u = c->up;   /* mid-exchange upstream cannot be reused */
+        c->up = NULL;
+        pstream_close(u);
+    }
+    if (close_after || !c->client) {
+        conn_close(c);
+        return;
+    }
+    fwd_free(c->ex);
+    c->ex = NULL;
+    conn_start_head(c);
+}
+
+/* ---- starting an exchange ---------------------------------------------------- */
+
+static void serve_pac(struct conn *c)
+{
+    struct buf body, out;
+    buf_init(&body, 8192);
+    buf_init(&out, 16384);
+    proxy_pac_render(&body, c->w->sh->cfg->listen);
+    buf_printf(&out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\n"
+                     "Content-Length: %zu\r\nCache-Control: no-cache\r\n\r\n", body.len);
+    buf_append(&out, body.p, body.len);
+    pstream_write(c->client, out.p, out.len);
+    c->ex->status = 200;
+    c->ex->resp_bytes = out.len;
+    log_exchange(c, NULL);
+    buf_free(&body);
+    buf_free(&out);
+    bool keep = c->ex->req.keep_alive;
+    fwd_free(c->ex);
+    c->ex = NULL;
+    if (keep)
+        conn_start_head(c);
+    else
+        conn_close(c);
+}
+
+static void send_head(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct buf b;
+    buf_init(&b, c->w->sh->cfg->limits.max_head + 4096);
+    if (http_write_request_head(&b, &ex->req, NULL) < 0) {
+        buf_free(&b);
+        fwd_send_page(c, 431, "Request Header Fields Too Large", "The request head is too large to forward.", true);
+        return;
+    }
+    int rc = pstream_write(c->up, b.p, b.len);
+    buf_free(&b);
+    if (rc < 0) {
+        fwd_send_page(c, 502, "Bad Gateway", "The connection to the origin failed while sending the request.", true);
+        return;
+    }
+    ex->sent_to_upstream = true;
+    conn_set_timer(c, c->w->sh->cfg->limits.response_timeout_ms);
+    pstream_resume(c->up);
+    if (c->dead)
+        return;
+    pump_request(c);
+    if (!c->dead && c->ex && c->up && c->up->in.len)
+        pump_response(c);
+}
+
+static void on_upstream_ready(struct conn *c, int status, const char *why)
+{
+    if (!c->ex)
+        return;
+    if (status < 0) {
+        int code = status == UV_ETIMEDOUT ? 504 : 502;
+        fwd_send_page(c, code, code == 504 ? "Gateway Timeout" : "Bad Gateway", why, true);
+        return;
+    }
+    c->state = CS_EXCHANGE;
+    if (c->kind == CK_DECODE) {
+        char reason[160];
+        if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) != 0) {
+            c->verify_failed = true;
+            util_strlcpy(c->verify, reason, sizeof c->verify);
+            fwd_send_page(c, 502, "Certificate problem", reason, true);
+            return;
+        }
+    }
+    send_head(c);
+}
+
+/* Fills method, host, port and URL; returns false after answering. */
+static bool describe(struct conn *c, struct exchange *ex)
+{
+    struct http_request *rq = &ex->req;
+    sv_copy(ex->method, sizeof ex->method, rq->method);
+    if (c->kind == CK_DECODE) {
+        if (rq->host.n)
+            sv_copy(ex->host, sizeof ex->host, rq->host);
+        else
+            util_strlcpy(ex->host, c->target_host, sizeof ex->host);
+        util_lower(ex->host);
+        ex->port = c->target_port;
+        char path[1800];
+        sv_copy(path, sizeof path, rq->path);
+        if (ex->port == 443)
+            snprintf(ex->url, sizeof ex->url, "https://%s%s", ex->host, path);
+        else
+            snprintf(ex->url, sizeof ex->url, "https://%s:%u%s", ex->host, ex->port, path);
+        return true;
+    }
+    if (rq->form == HTTP_FORM_ORIGIN) {
+        if (sv_eq(rq->path, SV("/proxy.pac")) || sv_eq(rq->path, SV("/wpad.dat"))) {
+            serve_pac(c);
+            return false;
+        }
+        fwd_send_page(c, 400, "Bad Request",
+                      "This is the shoji proxy: send requests in absolute form "
+                      "(configure it as an HTTP proxy), or fetch /proxy.pac.", true);
+        return false;
+    }
+    if (rq->form != HTTP_FORM_ABSOLUTE || !sv_ieq_cstr(rq->scheme, "http")) {
+        fwd_send_page(c, 400, "Bad Request",
+                      "Only http:// URLs can be proxied this way; use CONNECT for https.", true);
+        return false;
+    }
+    sv_copy(ex->host, sizeof ex->host, rq->host);
+    util_lower(ex->host);
+    ex->port = rq->port ? rq->port : 80;
+    sv_copy(ex->url, sizeof ex->url, rq->target);
+    return true;
+}
+
+/* REQUEST phase of the policy; returns false after answering with a block. */
+static bool decide_request(struct conn *c, struct exchange *ex)
+{
+    struct policy_facts f;
+    conn_fill_facts(c, &f);
+    char path[2048];
+    sv_copy(path, sizeof path, ex->req.path);
+    f.phase = POLICY_PHASE_REQUEST;
+    f.host = ex->host;
+    f.port = ex->port;
+    f.method = ex->method;
+    f.path = path[0] ? path : "/";
+    f.upload = ex->req.body != HTTP_BODY_NONE;
+    f.tls = c->kind == CK_DECODE;
+    policy_decide(c->policy, &f, &ex->verdict);
+    ex->verdict_set = true;
+    if (ex->verdict.action != POLICY_BLOCK)
+        return true;
+    ex->blocked = true;
+    fwd_send_block(c, ex);
+    return false;
+}
+
+void fwd_begin(struct conn *c)
+{
+    struct pstream *cl = c->client;
+    struct exchange *ex = calloc(1, sizeof *ex);
+    struct http_limits lim = {
+        .max_head = c->w->sh->cfg->limits.max_head,
+        .max_line = c->w->sh->cfg->limits.max_line,
+        .max_headers = c->w->sh->cfg->limits.max_headers,
+    };
+    int r = ex ? http_parse_request(cl->in.p, cl->in.len, &lim, &ex->req) : -1;
+    if (r <= 0 || !(ex->head_copy = malloc((size_t)r))) {
+        fwd_free(ex);
+        conn_close(c);
+        return;
+    }
+    /* Keep the head in a buffer of its own: client->in moves on. */
+    memcpy(ex->head_copy, cl->in.p, (size_t)r);
+    http_parse_request(ex->head_copy, (size_t)r, &lim, &ex->req);
+    buf_consume(&cl->in, (size_t)r);
+    ex->head_len = (size_t)r;
+    ex->t_start_us = util_mono_us();
+    ex->t_start_ms = util_now_ms();
+    ex->request_id = atomic_fetch_add(&c->w->sh->next_id, 1) + 1;
+    ex->req_body_left = ex->req.content_length;
+    ex->req_body_done = ex->req.body == HTTP_BODY_NONE;
+    http_chunked_init(&ex->req_chunk);
+    http_chunked_init(&ex->resp_chunk);
+    c->ex = ex;
+    c->state = CS_EXCHANGE;
+    pstream_pause(cl);
+    if (!describe(c, ex) || !decide_request(c, ex))
+        return;
+    if (c->kind == CK_DECODE && c->verify_failed) {
+        const char *title = c->upstream_failed ? (c->upstream_status == 504 ? "Gateway Timeout" : "Bad Gateway")
+                                               : "Certificate problem";
+        fwd_send_page(c, c->upstream_status ? c->upstream_status : 502, title, c->verify, true);
+        return;
+    }
+    if (c->kind == CK_DECODE) {
+        if (c->up && !c->up->eof && !c->up->closing) {
+            send_head(c);
+            return;
+        }
+        up_connect(c, c->target_host, c->target_port, true, on_upstream_ready);
+        return;
+    }
+    char key[300];
+    snprintf(key, sizeof key, "%s:%u", ex->host, ex->port);
+    struct pstream *s = up_pool_take(c->w, key);
+    if (s) {
+        pstream_attach(s, c);
+        c->up = s;
+        c->refs++;
+        ex->reused_upstream = true;
+        sockaddr_fmt_peer(s, c->dst_addr, sizeof c->dst_addr);
+        send_head(c);
+        return;
+    }
+    up_connect(c, ex->host, ex->port, false, on_upstream_ready);
+}
+
+/* ---- request body ------------------------------------------------------------ */
+
+static int write_up(struct conn *c, const char *p, size_t n)
+{
+    c->ex->req_bytes += n;
+    return pstream_write(c->up, p, n);
+}
+
+static int chunk_out(struct pstream *to, const char *p, size_t n)
+{
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", n);
+    int rc = pstream_write(to, hdr, (size_t)hl);
+    if (rc == 0)
+        rc = pstream_write(to, p, n);
+    if (rc == 0)
+        rc = pstream_write(to, "\r\n", 2);
+    return rc;
+}
+
+static void pump_request(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct pstream *cl = c->client;
+    if (!ex->sent_to_upstream || !c->up)
+        return;
+    while (!ex->req_body_done && cl->in.len) {
+        if (ex->req.body == HTTP_BODY_LENGTH) {
+            size_t n = (size_t)UTIL_MIN((uint64_t)cl->in.len, ex->req_body_left);
+            if (write_up(c, cl->in.p, n) < 0)
+                break;
+            buf_consume(&cl->in, n);
+            ex->req_body_left -= n;
+            ex->req_body_done = ex->req_body_left == 0;
+            continue;
+        }
+        size_t used = 0;
+        struct sv data = { 0 };
+        int r = http_chunked_step(&ex->req_chunk, cl->in.p, cl->in.len, &used, &data);
+        if (r == HTTP_ERROR) {
+            fwd_send_page(c, 400, "Bad Request", ex->req_chunk.error_reason ? ex->req_chunk.error_reason
+                                                                            : "malformed chunked body", true);
+            return;
+        }
+        if (r == HTTP_CHUNK_DATA) {
+            ex->req_bytes += data.n;
+            chunk_out(c->up, data.p, data.n);
+        } else if (r == HTTP_CHUNK_DONE) {
+            pstream_write(c->up, "0\r\n\r\n", 5);
+            ex->req_body_done = true;
+        }
+        buf_consume(&cl->in, used);
+    }
+    if (ex->req_body_done || c->up->pending >= PSTREAM_HIGH_WATER)
+        pstream_pause(cl);
+    else
+        pstream_resume(cl);
+}
+
+void fwd_on_client_data(struct conn *c)
+{
+    if (!c->ex || !c->ex->sent_to_upstream || !c->up) {
+        pstream_pause(c->client);   /* wait until the origin is reached */
+        return;
+    }
+    pump_request(c);
+}
+
+/* ---- response ------------------------------------------------------------------ */
+
+static bool response_head(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct pstream *up = c->up;
+    struct http_limits lim = {
+        .max_head = c->w->sh->cfg->limits.max_head,
+        .max_line = c->w->sh->cfg->limits.max_line,
+        .max_headers = c->w->sh->cfg->limits.max_headers,
+    };
+    for (;;) {
+        int r = http_parse_response(up->in.p, up->in.len, &lim, ex->req.method, &ex->resp);
+        if (r == HTTP_NEED_MORE)
+            return false;
+        if (r < 0) {
+            fwd_send_page(c, 502, "Bad Gateway", ex->resp.error_reason ? ex->resp.error_reason
+                                                                      : "The origin sent a malformed response.", true);
+            return false;
+        }
+        if (ex->resp.status == 101 && ex->req.upgrade) {
+            ex->status = 101;
+            pstream_write(c->client, up->in.p, (size_t)r);   /* switch to a tunnel */
+            buf_consume(&up->in, (size_t)r);
+            ex->resp_head_sent = true;
+            log_exchange(c, NULL);
+            fwd_free(c->ex);
+            c->ex = NULL;
+            c->kind = CK_TUNNEL;
+            c->tunnel_mode = "upgrade";
+            c->state = CS_TUNNEL;
+            conn_set_timer(c, c->w->sh->cfg->limits.tunnel_idle_ms);
+            pstream_resume(c->client);
+            if (!c->dead && c->up)
+                conn_on_data(c, c->up);
+            return false;
+        }
+        if (ex->resp.status < 200) {   /* interim: pass on, wait for the final one */
+            if (ex->resp.status != 101)
+                pstream_write(c->client, up->in.p, (size_t)r);
+            buf_consume(&up->in, (size_t)r);
+            continue;
+        }
+        ex->client_keep_alive = ex->req.keep_alive && ex->resp.body != HTTP_BODY_UNTIL_CLOSE &&
+                                !c->w->stopping && !ex->client_eof;
+        struct buf b;
+        buf_init(&b, lim.max_head + 4096);
+        int rc = http_write_response_head(&b, &ex->resp, ex->client_keep_alive, NULL);
+        if (rc == 0)
+            rc = pstream_write(c->client, b.p, b.len);
+        ex->resp_bytes += b.len;
+        buf_free(&b);
+        buf_consume(&up->in, (size_t)r);
+        if (rc < 0) {
+            conn_close(c);
+            return false;
+        }
+        ex->status = ex->resp.status;
+        ex->resp_head_sent = true;
+        ex->resp_body_left = ex->resp.content_length;
+        ex->resp_done = ex->resp.body == HTTP_BODY_NONE ||
+                        (ex->resp.body == HTTP_BODY_LENGTH && ex->resp_body_left == 0);
+        conn_set_timer(c, c->w->sh->cfg->limits.transfer_timeout_ms);
+        return true;
+    }
+}
+
+static void pump_response(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct pstream *up = c->up;
+    if (!ex->resp_head_sent && !response_head(c))
+        return;
+    while (!ex->resp_done && up->in.len) {
+        if (ex->resp.body == HTTP_BODY_LENGTH || ex->resp.body == HTTP_BODY_UNTIL_CLOSE) {
+            size_t n = up->in.len;
+            if (ex->resp.body == HTTP_BODY_LENGTH)
+                n = (size_t)UTIL_MIN((uint64_t)n, ex->resp_body_left);
+            if (pstream_write(c->client, up->in.p, n) < 0) {
+                conn_close(c);
+                return;
+            }
+            ex->resp_bytes += n;
+            buf_consume(&up->in, n);
+            if (ex->resp.body == HTTP_BODY_LENGTH) {
+                ex->resp_body_left -= n;
+                ex->resp_done = ex->resp_body_left == 0;
+            }
+            continue;
+        }
+        size_t used = 0;
+        struct sv data = { 0 };
+        int r = http_chunked_step(&ex->resp_chunk, up->in.p, up->in.len, &used, &data);
+        if (r == HTTP_ERROR) {
+            ex->error = "the origin sent a malformed chunked body";
+            log_exchange(c, ex->error);
+            conn_close(c);
+            return;
+        }
+        if (r == HTTP_CHUNK_DATA) {
+            ex->resp_bytes += data.n;
+            chunk_out(c->client, data.p, data.n);
+        } else if (r == HTTP_CHUNK_DONE) {
+            pstream_write(c->client, "0\r\n\r\n", 5);
+            ex->resp_done = true;
+        }
+        buf_consume(&up->in, used);
+    }
+    if (ex->resp_done) {
+        finish(c);
+        return;
+    }
+    conn_set_timer(c, c->w->sh->cfg->limits.transfer_timeout_ms);
+    if (c->client->pending >= PSTREAM_HIGH_WATER)
+        pstream_pause(up);
+}
+
+void fwd_on_upstream_data(struct conn *c)
+{
+    if (c->ex)
+        pump_response(c);
+}
+
+static void finish(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    log_exchange(c, NULL);
+    bool reusable = ex->resp.keep_alive && ex->req_body_done && ex->resp.body != HTTP_BODY_UNTIL_CLOSE &&
+                    c->up && c->up->in.len == 0 && !c->up->eof;
+    if (c->up && c->kind == CK_HTTP) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        if (reusable) {
+            pstream_pause(u);
+            pstream_detach(u);
+            c->refs--;
+            char key[300];
+            snprintf(key, sizeof key, "%s:%u", ex->host, ex->port);
+            up_pool_put(c->w, u, key);
+        } else {
+            pstream_close(u);
+        }
+    } else if (c->up && !reusable) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        pstream_close(u);
+    } else if (c->up) {
+        pstream_resume(c->up);   /* keep an eye on it between requests */
+    }
+    bool keep = ex->client_keep_alive && ex->req_body_done;
+    fwd_free(ex);
+    c->ex = NULL;
+    if (!keep) {
+        conn_close(c);
+        return;
+    }
+    conn_start_head(c);
+}
+
+/* ---- ends and timeouts ---------------------------------------------------------- */
+
+void fwd_on_upstream_eof(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    if (!ex) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        if (u)
+            pstream_close(u);
+        return;
+    }
+    if (ex->resp_head_sent && ex->resp.body == HTTP_BODY_UNTIL_CLOSE) {
+        if (c->up && c->up->in.len)
+            pump_response(c);
+        if (c->ex) {
+            ex->resp_done = true;
+            finish(c);
+        }
+        return;
+    }
+    if (!ex->resp_head_sent) {
+        fwd_send_page(c, 502, "Bad Gateway", "The origin closed the connection without answering.", true);
+        return;
+    }
+    ex->error = "the origin closed the connection in the middle of the response";
+    log_exchange(c, ex->error);
+    conn_close(c);   /* the client sees a truncated response, not a hang */
+}
+
+void fwd_on_client_eof(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    if (!ex || !ex->req_body_done) {
+        if (ex && !ex->logged) {
+            ex->status = ex->status ? ex->status : 499;
+            log_exchange(c, "the client closed the connection before the request was complete");
+        }
+        conn_close(c);
+        return;
+    }
+    ex->client_eof = true;   /* half-closed: still deliver the response */
+}
+
+void fwd_on_drain(struct conn *c, struct pstream *s)
+{
+    if (!c->ex)
+        return;
+    if (s == c->client && c->up && !c->up->eof)
+        pstream_resume(c->up);
+    else if (s == c->up && !c->ex->req_body_done)
+        pstream_resume(c->client);
+}
+
+void fwd_timeout(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    if (ex && !ex->resp_head_sent) {
+        fwd_send_page(c, 504, "Gateway Timeout", "The origin did not answer in time.", true);
+        return;
+    }
+    if (ex) {
+        ex->error = "the transfer stalled";
+        log_exchange(c, ex->error);
+    }
+    conn_close(c);
+}
+
+void fwd_block_done(struct conn *c, bool close_after)
+{
+    log_exchange(c, NULL);
+    if (close_after) {
+        conn_close(c);
+        return;
+    }
+    fwd_free(c->ex);
+    c->ex = NULL;
+    conn_start_head(c);
+}

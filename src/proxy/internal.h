@@ -1,0 +1,270 @@
+/* proxy internals shared by the files of src/proxy/ (not a public header).
+ *
+ * Shape: each worker thread runs one libuv loop with its own SO_REUSEPORT
+ * listener. A client connection (struct conn) owns up to two streams
+ * (struct pstream): the client side and the upstream side. A pstream is a
+ * TCP handle plus, when TLS is terminated, an SSL object over memory BIOs;
+ * it delivers plaintext into its `in` buffer and takes plaintext to write.
+ * The conn's state machine (conn.c) reads the request head, handles CONNECT
+ * (peek -> decide -> tunnel or decode), and forward.c carries one HTTP
+ * exchange at a time. Upstream streams of plain HTTP go back to a
+ * per-worker idle pool (upstream.c) after a clean exchange. */
+#ifndef SHOJI_PROXY_INTERNAL_H
+#define SHOJI_PROXY_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "http/http1.h"
+#include "log/access.h"
+#include "policy/policy.h"
+#include "proxy/hosts.h"
+#include "proxy/proxy.h"
+#include "tls/ca.h"
+#include "tls/clienthello.h"
+#include "tls/mint.h"
+#include "util/buf.h"
+
+#define PSTREAM_READ_CHUNK 16384
+#define PSTREAM_IN_MAX (256u * 1024)       /* unconsumed plaintext per stream */
+#define PSTREAM_HIGH_WATER (512u * 1024)   /* stop reading the source above this */
+#define PSTREAM_LOW_WATER (64u * 1024)     /* resume below this */
+
+struct conn;
+struct worker;
+
+enum pstream_side { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
+
+struct pstream {
+    uv_tcp_t tcp;
+    struct worker *w;
+    struct conn *conn;         /* NULL while idle in the pool */
+    enum pstream_side side;
+    SSL *ssl;                  /* NULL: plaintext */
+    BIO *rbio, *wbio;          /* owned by ssl */
+    bool handshake_done;
+    bool want_read;            /* the engine wants bytes */
+    bool reading;              /* uv_read_start is active */
+    bool eof;                  /* peer finished sending */
+    bool closing;
+    bool shut;                 /* shutdown requested/done */
+    bool lingering;            /* FIN sent; discarding input until the peer's */
+    size_t linger_bytes;
+    int tls_alert;             /* fatal alert received from the peer, or -1 */
+    int error;                 /* last uv error, 0 if none */
+    struct buf in;             /* plaintext received, not yet consumed */
+    size_t pending;            /* bytes queued in uv writes */
+    uint64_t bytes_read, bytes_written;  /* plaintext */
+    /* pool bookkeeping */
+    char pool_key[300];
+    uint64_t pool_since_ms;
+    struct pstream *pool_next, *pool_prev;
+};
+
+enum conn_state {
+    CS_HEAD = 0,       /* reading a request head from the client */
+    CS_PEEK,           /* CONNECT accepted, waiting for the first client bytes */
+    CS_CONNECTING,     /* resolving / connecting upstream */
+    CS_UP_HANDSHAKE,   /* TLS handshake with the origin (decode) */
+    CS_CL_HANDSHAKE,   /* TLS handshake with the client (decode) */
+    CS_EXCHANGE,       /* an HTTP request/response in flight */
+    CS_TUNNEL,         /* raw relay both ways */
+    CS_CLOSING,
+};
+
+enum conn_kind { CK_HTTP = 0, CK_DECODE, CK_TUNNEL };
+
+/* One HTTP exchange (request + response) in flight. */
+struct exchange {
+    struct http_request req;   /* views into conn->head_copy */
+    char *head_copy;           /* the request head bytes (owned) */
+    size_t head_len;
+    bool req_body_done;
+    uint64_t req_body_left;    /* LENGTH */
+    struct http_chunked req_chunk;
+    bool resp_head_done;
+    struct http_response resp;
+    uint64_t resp_body_left;
+    struct http_chunked resp_chunk;
+    bool resp_done;
+    bool upstream_reusable;
+    bool client_keep_alive;
+    bool sent_to_upstream;     /* the head went out */
+    int status;                /* what the client got */
+    uint64_t req_bytes, resp_bytes;
+    uint64_t t_start_us, t_start_ms;
+    char url[2048];
+    char host[256];
+    char method[24];
+    uint16_t port;
+    const char *error;         /* for the log */
+    uint64_t request_id;
+    bool resp_head_sent;
+    bool logged;
+    bool blocked;
+    bool client_eof;
+    bool reused_upstream;
+    bool verdict_set;
+    struct policy_verdict verdict;
+};
+
+struct conn {
+    struct worker *w;
+    enum conn_state state;
+    enum conn_kind kind;
+    struct pstream *client;
+    struct pstream *up;
+    uv_timer_t timer;
+    int refs;                  /* open handles + pending requests */
+    bool dead;                 /* closing: ignore further events */
+    char client_addr[64];      /* "ip:port" */
+    char dst_addr[64];         /* upstream "ip:port" once connected */
+    uint64_t id;
+    /* CONNECT */
+    char target_host[256];     /* CONNECT host (lower-case) */
+    uint16_t target_port;
+    struct tls_hello hello;
+    bool have_hello;
+    char verify[160];          /* upstream verification: "ok" or the reason */
+    bool verify_failed;
+    uint64_t t_connect_us, t_connect_ms;
+    uint64_t tunnel_in, tunnel_out;
+    /* resolving/connecting */
+    uv_getaddrinfo_t gai;
+    uv_connect_t connect_req;
+    struct sockaddr_storage addrs[8];
+    size_t naddrs, addr_idx;
+    bool upstream_tls;         /* connect then TLS (decode) */
+    int last_connect_error;
+    bool resolving;
+    void (*on_connected)(struct conn *c, int status, const char *why);
+    struct exchange *ex;
+    struct policy *policy;     /* reference held for the connection */
+    struct policy_verdict verdict;  /* the connection-level decision */
+    bool tunnel_rule_set;
+    const char *tunnel_mode;   /* "tunnel" / "bypass" for the log */
+    bool block_rule_logged;
+    bool timer_closing;
+    bool upstream_failed;      /* decode: the origin could not be reached */
+    int upstream_status;       /* 502/504 for the error page */
+    struct conn *next, *prev;  /* the worker's list of connections */
+};
+
+struct pool {
+    struct pstream *head, *tail;
+    unsigned n;
+};
+
+/* Shared by all workers; read-only after start except the atomics and the
+ * reloadable pointers (swapped under `lock`). */
+struct proxy_shared {
+    const struct proxy_config *cfg;
+    struct tls_ca ca;
+    struct tls_minter *minter;
+    SSL_CTX *up_ctx;           /* upstream TLS client */
+    SSL_CTX *srv_ctx;          /* client-facing TLS server */
+    struct access_log *alog;
+    pthread_mutex_t lock;
+    struct policy *policy;     /* guarded by lock */
+    struct hosts *hosts;       /* guarded by lock; refcount via hosts_refs */
+    atomic_uint conns;         /* client connections open, all workers */
+    atomic_uint_fast64_t next_id;
+    atomic_bool stopping;
+};
+
+struct worker {
+    int index;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wake;           /* stop / reload notifications */
+    uv_timer_t pool_timer;
+    uv_thread_t thread;
+    struct proxy_shared *sh;
+    struct pool pool;
+    unsigned nconns;
+    struct conn *conns;        /* list of open connections */
+    uv_timer_t stop_timer;
+    bool stopping;
+    bool listener_closed;
+    uint64_t stop_deadline_ms;
+    char scratch[65536];       /* ciphertext read buffer for TLS streams */
+};
+
+/* stream.c */
+struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side side);
+void pstream_attach(struct pstream *s, struct conn *c);
+int pstream_start(struct pstream *s);        /* begin reading (want_read = true) */
+void pstream_pause(struct pstream *s);       /* stop reading */
+void pstream_resume(struct pstream *s);
+int pstream_write(struct pstream *s, const void *data, size_t len);
+int pstream_tls_server(struct pstream *s, SSL_CTX *ctx, X509 *leaf, EVP_PKEY *key);
+int pstream_tls_client(struct pstream *s, SSL_CTX *ctx, const char *host);
+/* Feeds bytes already read as plaintext (a replayed ClientHello) into the
+ * TLS engine of a stream that just became TLS. */
+int pstream_tls_feed(struct pstream *s, const char *data, size_t len);
+void pstream_shutdown_close(struct pstream *s); /* flush, close_notify, FIN, close */
+void pstream_close(struct pstream *s);          /* close now */
+void pstream_shutdown_write(struct pstream *s); /* half-close: FIN after pending writes */
+void pstream_detach(struct pstream *s);         /* conn no longer owns it */
+
+/* conn.c: events from streams. */
+void conn_on_data(struct conn *c, struct pstream *s);
+void conn_on_eof(struct conn *c, struct pstream *s);
+void conn_on_error(struct conn *c, struct pstream *s, int err);
+void conn_on_drain(struct conn *c, struct pstream *s);
+void conn_on_handshake(struct conn *c, struct pstream *s);
+void conn_on_stream_closed(struct conn *c, struct pstream *s);
+void conn_accept(struct worker *w, uv_stream_t *listener);
+void conn_close(struct conn *c);
+void conn_maybe_free(struct conn *c);
+void conn_set_timer(struct conn *c, unsigned ms);
+void conn_start_head(struct conn *c);
+void conn_log_tunnel(struct conn *c, const char *mode, const char *error);
+void conn_fill_facts(struct conn *c, struct policy_facts *f);
+bool conn_cert_phase(struct conn *c, X509 *cert);
+void conn_client_rejected(struct conn *c, int alert);
+void conn_log_decision(struct conn *c, int status, const char *action,
+                       const struct policy_verdict *v);
+void conn_log_error(struct conn *c, int status, const char *error);
+
+/* forward.c: HTTP exchanges. */
+void fwd_begin(struct conn *c);              /* a request head is in client->in */
+void fwd_on_client_data(struct conn *c);
+void fwd_on_upstream_data(struct conn *c);
+void fwd_on_upstream_eof(struct conn *c);
+void fwd_on_client_eof(struct conn *c);
+void fwd_on_drain(struct conn *c, struct pstream *s);
+void fwd_timeout(struct conn *c);
+void fwd_free(struct exchange *ex);
+void fwd_send_block(struct conn *c, struct exchange *ex);
+void fwd_block_done(struct conn *c, bool close_after);
+/* Sends a complete error/info page and finishes the exchange. */
+void fwd_send_page(struct conn *c, int status, const char *title, const char *detail,
+                   bool close_after);
+
+/* upstream.c */
+void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
+                void (*done)(struct conn *c, int status, const char *why));
+struct pstream *up_pool_take(struct worker *w, const char *key);
+void up_pool_put(struct worker *w, struct pstream *s, const char *key);
+void up_pool_drop(struct worker *w, struct pstream *s);
+void up_pool_expire(struct worker *w, bool all);
+void up_connect_timeout(struct conn *c);
+
+/* pages.c */
+int page_render(struct buf *out, int status, const char *title, const char *detail,
+                const char *host, uint64_t request_id, bool close_after);
+void proxy_pac_render(struct buf *out, const char *listen);
+
+/* worker.c */
+struct policy *proxy_policy_get(struct proxy_shared *sh);
+size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
+                          struct sockaddr_storage *out, size_t max);
+void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);
+void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,265 @@
+/* proxy/upstream: reaching origins — names from the --hosts file, then DNS
+ * (libuv's getaddrinfo on its thread pool), TCP connect with a timeout and
+ * fallback over the addresses, the TLS client handshake for decoded
+ * connections — and the per-worker pool of idle plain-HTTP connections. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/internal.h"
+#include "tls/upstream.h"
+#include "util/log.h"
+
+static void try_next(struct conn *c);
+
+static void finish(struct conn *c, int status, const char *why)
+{
+    void (*done)(struct conn *, int, const char *) = c->on_connected;
+    c->on_connected = NULL;
+    if (done)
+        done(c, status, why);
+}
+
+static int parse_ip(const char *host, uint16_t port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        return 0;
+    }
+    return -1;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct conn *c = req->data;
+    c->refs--;
+    c->resolving = false;
+    if (c->dead || !c->on_connected) {   /* closed, or timed out meanwhile */
+        if (res)
+            uv_freeaddrinfo(res);
+        conn_maybe_free(c);
+        return;
+    }
+    if (status < 0 || !res) {
+        char why[300];
+        snprintf(why, sizeof why, "the name %s could not be resolved (%s)", c->ex ? c->ex->host : c->target_host,
+                 uv_strerror(status));
+        if (res)
+            uv_freeaddrinfo(res);
+        finish(c, status < 0 ? status : -ENOENT, why);
+        return;
+    }
+    c->naddrs = 0;
+    for (struct addrinfo *ai = res; ai && c->naddrs < UTIL_ARRAY_LEN(c->addrs); ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        memcpy(&c->addrs[c->naddrs++], ai->ai_addr, ai->ai_addrlen);
+    }
+    uv_freeaddrinfo(res);
+    c->addr_idx = 0;
+    try_next(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+    if (c->dead || !c->up || c->up->closing)
+        return;
+    if (status < 0) {
+        log_debug("conn %llu: connect to %s failed: %s", (unsigned long long)c->id, c->dst_addr,
+                  uv_strerror(status));
+        struct pstream *s = c->up;
+        c->up = NULL;
+        pstream_close(s);
+        c->last_connect_error = status;
+        try_next(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->up->tcp, 1);
+    if (c->upstream_tls) {
+        c->state = CS_UP_HANDSHAKE;
+        conn_set_timer(c, c->w->sh->cfg->limits.handshake_timeout_ms);
+        const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
+        if (pstream_tls_client(c->up, c->w->sh->up_ctx, sni) < 0)
+            finish(c, -EPROTO, "could not start TLS towards the origin");
+        return;   /* conn_on_handshake / conn_on_error finish it */
+    }
+    finish(c, 0, NULL);
+}
+
+static void try_next(struct conn *c)
+{
+    if (c->addr_idx >= c->naddrs) {
+        char why[300];
+        int e = c->last_connect_error ? c->last_connect_error : -ECONNREFUSED;
+        snprintf(why, sizeof why, "could not connect to %s (%s)", c->dst_addr[0] ? c->dst_addr : "the origin",
+                 e == UV_ETIMEDOUT ? "timed out" : uv_strerror(e));
+        finish(c, e, why);
+        return;
+    }
+    struct sockaddr_storage *ss = &c->addrs[c->addr_idx++];
+    sockaddr_fmt((struct sockaddr *)ss, c->dst_addr, sizeof c->dst_addr);
+    c->up = pstream_new(c->w, c, SIDE_UPSTREAM);
+    if (!c->up) {
+        finish(c, -ENOMEM, "out of memory");
+        return;
+    }
+    c->refs++;
+    c->connect_req.data = c;
+    conn_set_timer(c, c->w->sh->cfg->limits.connect_timeout_ms);
+    int r = uv_tcp_connect(&c->connect_req, &c->up->tcp, (struct sockaddr *)ss, on_connect);
+    if (r < 0) {
+        struct pstream *s = c->up;
+        c->up = NULL;
+        pstream_close(s);
+        c->last_connect_error = r;
+        try_next(c);
+    }
+}
+
+void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
+                void (*done)(struct conn *c, int status, const char *why))
+{
+    c->on_connected = done;
+    c->upstream_tls = tls;
+    c->state = CS_CONNECTING;
+    c->naddrs = c->addr_idx = 0;
+    c->last_connect_error = 0;
+    c->dst_addr[0] = '\0';
+    if (parse_ip(host, port, &c->addrs[0]) == 0) {
+        c->naddrs = 1;
+        try_next(c);
+        return;
+    }
+    size_t n = proxy_hosts_lookup(c->w->sh, host, c->addrs, UTIL_ARRAY_LEN(c->addrs));
+    if (n) {
+        for (size_t i = 0; i < n; i++)
+            set_port(&c->addrs[i], port);
+        c->naddrs = n;
+        try_next(c);
+        return;
+    }
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", port);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    c->gai.data = c;
+    c->refs++;
+    c->resolving = true;
+    conn_set_timer(c, c->w->sh->cfg->limits.connect_timeout_ms);
+    int r = uv_getaddrinfo(&c->w->loop, &c->gai, on_gai, host, portstr, &hints);
+    if (r < 0) {
+        c->refs--;
+        c->resolving = false;
+        char why[300];
+        snprintf(why, sizeof why, "the name %s could not be resolved (%s)", host, uv_strerror(r));
+        finish(c, r, why);
+    }
+}
+
+/* Called when the connect timer fires during CONNECTING. */
+void up_connect_timeout(struct conn *c)
+{
+    if (c->up) {
+        struct pstream *s = c->up;
+        c->up = NULL;
+        pstream_close(s);
+    }
+    if (c->resolving) {
+        /* on_gai still runs later (cancelled or not) and sees we finished */
+        uv_cancel((uv_req_t *)&c->gai);
+        finish(c, UV_ETIMEDOUT, "resolving the name timed out");
+        return;
+    }
+    c->last_connect_error = UV_ETIMEDOUT;
+    try_next(c);
+}
+
+/* ---- idle pool ---------------------------------------------------------- */
+
+static void pool_unlink(struct pool *p, struct pstream *s)
+{
+    if (s->pool_prev)
+        s->pool_prev->pool_next = s->pool_next;
+    else
+        p->head = s->pool_next;
+    if (s->pool_next)
+        s->pool_next->pool_prev = s->pool_prev;
+    else
+        p->tail = s->pool_prev;
+    s->pool_next = s->pool_prev = NULL;
+    p->n--;
+}
+
+struct pstream *up_pool_take(struct worker *w, const char *key)
+{
+    /* Newest first: the most recently used connection is the likeliest alive. */
+    for (struct pstream *s = w->pool.tail; s; s = s->pool_prev) {
+        if (strcmp(s->pool_key, key) == 0 && !s->closing && !s->eof) {
+            pool_unlink(&w->pool, s);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+void up_pool_put(struct worker *w, struct pstream *s, const char *key)
+{
+    unsigned max = w->sh->cfg->limits.pool_per_worker;
+    if (max == 0 || w->stopping || s->closing || s->eof || s->in.len) {
+        pstream_close(s);
+        return;
+    }
+    if (w->pool.n >= max) {
+        struct pstream *old = w->pool.head;
+        pool_unlink(&w->pool, old);
+        pstream_close(old);
+    }
+    util_strlcpy(s->pool_key, key, sizeof s->pool_key);
+    s->pool_since_ms = uv_now(&w->loop);
+    s->pool_prev = w->pool.tail;
+    s->pool_next = NULL;
+    if (w->pool.tail)
+        w->pool.tail->pool_next = s;
+    else
+        w->pool.head = s;
+    w->pool.tail = s;
+    w->pool.n++;
+    buf_free(&s->in);
+    pstream_start(s);   /* notice the origin closing it */
+}
+
+void up_pool_drop(struct worker *w, struct pstream *s)
+{
+    if (s->pool_prev || s->pool_next || w->pool.head == s)
+        pool_unlink(&w->pool, s);
+}
+
+void up_pool_expire(struct worker *w, bool all)
+{
+    uint64_t now = uv_now(&w->loop);
+    unsigned idle = w->sh->cfg->limits.pool_idle_ms;
+    while (w->pool.head && (all || now - w->pool.head->pool_since_ms >= idle)) {
+        struct pstream *s = w->pool.head;
+        pool_unlink(&w->pool, s);
+        pstream_close(s);
+    }
+}

@@ -1,0 +1,446 @@
+/* proxy/worker: start-up and shutdown of the agent — loading the CA, the
+ * policy, the hosts file and the access log; one listening socket per worker
+ * (SO_REUSEPORT, so the kernel spreads connections over the cores); worker
+ * threads each running a libuv loop; signals (SIGTERM/SIGINT: graceful stop,
+ * SIGHUP: reload) handled on the main thread's own loop. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/internal.h"
+#include "tls/upstream.h"
+#include "util/log.h"
+
+void proxy_limits_default(struct proxy_limits *l)
+{
+    l->max_head = 65536;
+    l->max_line = 8192;
+    l->max_headers = 100;
+    l->header_timeout_ms = 30000;
+    l->idle_timeout_ms = 120000;
+    l->handshake_timeout_ms = 15000;
+    l->connect_timeout_ms = 15000;
+    l->response_timeout_ms = 120000;
+    l->transfer_timeout_ms = 300000;
+    l->tunnel_idle_ms = 3600000;
+    l->peek_timeout_ms = 3000;
+    l->shutdown_grace_ms = 10000;
+    l->max_connections = 16384;
+    l->pool_per_worker = 64;
+    l->pool_idle_ms = 30000;
+}
+
+/* ---- shared state ------------------------------------------------------------ */
+
+struct policy *proxy_policy_get(struct proxy_shared *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    struct policy *p = policy_ref(sh->policy);
+    pthread_mutex_unlock(&sh->lock);
+    return p;
+}
+
+size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
+                          struct sockaddr_storage *out, size_t max)
+{
+    pthread_mutex_lock(&sh->lock);
+    size_t n = sh->hosts ? hosts_lookup(sh->hosts, name, out, max) : 0;
+    pthread_mutex_unlock(&sh->lock);
+    return n;
+}
+
+void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
+        sockaddr_fmt((struct sockaddr *)&ss, out, cap);
+}
+
+static void warn_line(const char *msg) { log_warn("%s", msg); }
+
+static int load_policy(const struct proxy_config *cfg, struct policy **out, char *err, size_t errlen)
+{
+    if (!cfg->policy_path) {
+        *out = policy_default();
+        return *out ? 0 : util_err(err, errlen, -ENOMEM, "out of memory");
+    }
+    return policy_load_file(cfg->policy_path, out, err, errlen);
+}
+
+static int load_hosts(const struct proxy_config *cfg, struct hosts **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cfg->hosts_path)
+        return 0;
+    struct hosts *h = calloc(1, sizeof *h);
+    if (!h)
+        return util_err(err, errlen, -ENOMEM, "out of memory");
+    int rc = hosts_load(cfg->hosts_path, h, warn_line, err, errlen);
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+static void reload(struct proxy_shared *sh)
+{
+    char err[UTIL_ERRLEN];
+    struct policy *p = NULL;
+    struct hosts *h = NULL;
+    if (load_policy(sh->cfg, &p, err, sizeof err) < 0) {
+        log_error("reload: the policy was NOT changed: %s", err);
+    } else {
+        pthread_mutex_lock(&sh->lock);
+        struct policy *old = sh->policy;
+        sh->policy = p;
+        pthread_mutex_unlock(&sh->lock);
+        policy_unref(old);   /* connections holding it keep it alive */
+        log_info("reload: policy %s loaded", sh->cfg->policy_path ? sh->cfg->policy_path : "(built-in)");
+    }
+    if (sh->cfg->hosts_path) {
+        if (load_hosts(sh->cfg, &h, err, sizeof err) < 0) {
+            log_error("reload: the hosts file was NOT changed: %s", err);
+        } else {
+            pthread_mutex_lock(&sh->lock);
+            struct hosts *old = sh->hosts;
+            sh->hosts = h;
+            pthread_mutex_unlock(&sh->lock);
+            if (old) {
+                hosts_free(old);
+                free(old);
+            }
+        }
+    }
+    if (sh->alog && access_log_reopen(sh->alog, err, sizeof err) < 0)
+        log_error("reload: %s", err);
+}
+
+/* ---- listening sockets -------------------------------------------------------- */
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    char host[128];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec || !colon[1])
+        return util_err(err, errlen, -EINVAL, "--listen %s: expected ADDRESS:PORT, e.g. 127.0.0.1:3128", spec);
+    size_t hl = (size_t)(colon - spec);
+    if (spec[0] == '[' && hl >= 2 && spec[hl - 1] == ']') {
+        spec++;
+        hl -= 2;
+    }
+    if (hl >= sizeof host)
+        return util_err(err, errlen, -EINVAL, "--listen %s: address too long", spec);
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 1 || port > 65535)
+        return util_err(err, errlen, -EINVAL, "--listen: port '%s' is not a number from 1 to 65535", colon + 1);
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+    } else {
+        return util_err(err, errlen, -EINVAL, "--listen: '%s' is not an IP address", host);
+    }
+    return 0;
+}
+
+static int open_listener(const struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return util_err(err, errlen, -errno, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        int e = errno;
+        close(fd);
+        return util_err(err, errlen, -e, "SO_REUSEPORT: %s", strerror(e));
+    }
+    if (ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
+        int e = errno;
+        char a[80];
+        sockaddr_fmt((const struct sockaddr *)ss, a, sizeof a);
+        close(fd);
+        return util_err(err, errlen, -e, "cannot listen on %s: %s%s", a, strerror(e),
+                        e == EADDRINUSE ? " (another program, or another shoji, uses that port)" : "");
+    }
+    return fd;
+}
+
+/* ---- workers ------------------------------------------------------------------ */
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct worker *w = listener->data;
+    if (status < 0) {
+        log_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    conn_accept(w, listener);
+}
+
+static void on_pool_timer(uv_timer_t *t)
+{
+    up_pool_expire(t->data, false);
+}
+
+static void close_all_conns(struct worker *w, bool idle_only)
+{
+    struct conn *next;
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (c->dead)
+            continue;
+        if (idle_only && !(c->state == CS_HEAD && (!c->client || c->client->in.len == 0)))
+            continue;
+        conn_close(c);
+        if (!idle_only && c->client)
+            pstream_close(c->client);
+    }
+}
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    if (w->nconns)
+        log_warn("worker %d: shutdown deadline reached, closing %u connections", w->index, w->nconns);
+    close_all_conns(w, false);
+    uv_stop(&w->loop);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    if (!atomic_load(&w->sh->stopping) || w->stopping)
+        return;
+    w->stopping = true;
+    if (!w->listener_closed) {
+        w->listener_closed = true;
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    }
+    up_pool_expire(w, true);
+    close_all_conns(w, true);
+    if (w->nconns == 0) {
+        uv_stop(&w->loop);
+        return;
+    }
+    uv_timer_start(&w->stop_timer, on_stop_deadline, w->sh->cfg->limits.shutdown_grace_ms, 0);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void worker_main(void *arg)
+{
+    struct worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Stopped: let pending close callbacks run, then close what is left. */
+    close_all_conns(w, false);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    uv_walk(&w->loop, close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+}
+
+static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd,
+                       char *err, size_t errlen)
+{
+    w->index = index;
+    w->sh = sh;
+    uv_loop_init(&w->loop);
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    int r = uv_tcp_open(&w->listener, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
+    if (r < 0)
+        return util_err(err, errlen, r, "worker %d: cannot listen: %s", index, uv_strerror(r));
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_timer_init(&w->loop, &w->pool_timer);
+    w->pool_timer.data = w;
+    uv_timer_start(&w->pool_timer, on_pool_timer, 1000, 1000);
+    uv_timer_init(&w->loop, &w->stop_timer);
+    w->stop_timer.data = w;
+    return 0;
+}
+
+/* ---- main thread: signals ----------------------------------------------------- */
+
+struct main_ctx {
+    struct proxy_shared *sh;
+    struct worker *workers;
+    int n;
+    uv_signal_t sigterm, sigint, sighup;
+    int done_workers;
+};
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct main_ctx *m = s->data;
+    if (signum == SIGHUP) {
+        log_info("SIGHUP: reloading");
+        reload(m->sh);
+        return;
+    }
+    if (atomic_exchange(&m->sh->stopping, true))
+        return;
+    log_info("%s: stopping (finishing in-flight work, at most %u ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+             m->sh->cfg->limits.shutdown_grace_ms);
+    for (int i = 0; i < m->n; i++)
+        uv_async_send(&m->workers[i].wake);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
+}
+
+static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg, char *err, size_t errlen)
+{
+    int rc = tls_ca_load(cfg->state_dir, &sh->ca, err, errlen);
+    if (rc < 0)
+        return rc;
+    if ((rc = tls_minter_new(&sh->ca, cfg->state_dir, 0, &sh->minter, err, errlen)) < 0)
+        return rc;
+    if (!(sh->up_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, errlen)))
+        return -EINVAL;
+    if (!(sh->srv_ctx = tls_server_ctx_new(sh->ca.cert, err, errlen)))
+        return -EINVAL;
+    if ((rc = load_policy(cfg, &sh->policy, err, errlen)) < 0)
+        return rc;
+    if ((rc = load_hosts(cfg, &sh->hosts, err, errlen)) < 0)
+        return rc;
+    if (cfg->access_log) {
+        enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
+        if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void teardown_shared(struct proxy_shared *sh)
+{
+    if (sh->alog)
+        access_log_close(sh->alog);
+    if (sh->hosts) {
+        hosts_free(sh->hosts);
+        free(sh->hosts);
+    }
+    if (sh->policy)
+        policy_unref(sh->policy);
+    if (sh->srv_ctx)
+        SSL_CTX_free(sh->srv_ctx);
+    if (sh->up_ctx)
+        SSL_CTX_free(sh->up_ctx);
+    if (sh->minter)
+        tls_minter_free(sh->minter);
+    tls_ca_free(&sh->ca);
+    pthread_mutex_destroy(&sh->lock);
+}
+
+static void write_pidfile(const char *state_dir)
+{
+    char path[4096], pid[32];
+    snprintf(path, sizeof path, "%s/shoji.pid", state_dir);
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    char err[UTIL_ERRLEN];
+    if (util_write_file_atomic(path, pid, (size_t)n, 0644, err, sizeof err) < 0)
+        log_warn("cannot write the pid file: %s", err);
+}
+
+static void remove_pidfile(const char *state_dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shoji.pid", state_dir);
+    unlink(path);
+}
+
+static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    for (int i = 0; i < m->n; i++) {
+        int fd = open_listener(ss, err, errlen);
+        if (fd < 0)
+            return fd;
+        if (worker_init(&m->workers[i], i, m->sh, fd, err, errlen) < 0)
+            return -EINVAL;
+    }
+    for (int i = 0; i < m->n; i++)
+        if (uv_thread_create(&m->workers[i].thread, worker_main, &m->workers[i]) != 0)
+            return util_err(err, errlen, -EAGAIN, "cannot start worker thread %d", i);
+    return 0;
+}
+
+int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int rc = parse_listen(cfg->listen, &ss, err, errlen);
+    if (rc < 0)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+    struct proxy_shared *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return util_err(err, errlen, -ENOMEM, "out of memory");
+    sh->cfg = cfg;
+    pthread_mutex_init(&sh->lock, NULL);
+    rc = setup_shared(sh, cfg, err, errlen);
+    struct main_ctx m = { .sh = sh };
+    m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (m.n < 1)
+        m.n = 1;
+    m.workers = rc == 0 ? calloc((size_t)m.n, sizeof *m.workers) : NULL;
+    if (rc == 0 && !m.workers)
+        rc = util_err(err, errlen, -ENOMEM, "out of memory");
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    if (rc == 0) {
+        uv_signal_init(&loop, &m.sigterm);
+        uv_signal_init(&loop, &m.sigint);
+        uv_signal_init(&loop, &m.sighup);
+        m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+        uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+        uv_signal_start(&m.sigint, on_signal, SIGINT);
+        uv_signal_start(&m.sighup, on_signal, SIGHUP);
+        rc = start_workers(&m, &ss, err, errlen);
+    }
+    if (rc == 0) {
+        write_pidfile(cfg->state_dir);
+        log_info("listening on %s with %d workers (state %s, policy %s)", cfg->listen, m.n,
+                 cfg->state_dir, cfg->policy_path ? cfg->policy_path : "built-in: allow all, decode");
+        uv_run(&loop, UV_RUN_DEFAULT);
+        for (int i = 0; i < m.n; i++)
+            uv_thread_join(&m.workers[i].thread);
+        remove_pidfile(cfg->state_dir);
+        log_info("stopped");
+    } else {
+        uv_walk(&loop, close_walk, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&loop);
+    free(m.workers);
+    teardown_shared(sh);
+    free(sh);
+    return rc;
+}
