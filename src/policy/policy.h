@@ -109,4 +109,41 @@ const struct catdb *policy_catdb(const struct policy *p);   /* may be NULL */
 const char *policy_action_name(enum policy_action a);
 const char *policy_match_on_name(enum policy_match_on m);
 
+/* ---- accessors for the proxy (added with the implementation) ---- */
+
+/* The policy file's path (or the origin given to policy_load_text; "built-in"
+ * for policy_default()). */
+const char *policy_path(const struct policy *p);
+/* decode.enabled (default true). */
+bool policy_decode_enabled(const struct policy *p);
+/* `template` name, or NULL. */
+const char *policy_template_name(const struct policy *p);
+/* `block_page` template directory override (absolute, resolved against the
+ * policy file's directory), or NULL for the built-in pages. */
+const char *policy_block_page_dir(const struct policy *p);
+
+/* Safe-search enforcement. The proxy asks which engine a host belongs to and
+ * whether the policy enforces it there; policy_decide() also sets
+ * verdict.safe_search for REQUEST-phase ALLOW verdicts on such hosts. */
+enum policy_engine { POLICY_ENGINE_NONE = 0, POLICY_ENGINE_GOOGLE, POLICY_ENGINE_BING,
+                     POLICY_ENGINE_YOUTUBE, POLICY_ENGINE_DUCKDUCKGO };
+/* google.TLD / www.google.co.jp ..., bing.com, youtube.com (+ m., music.,
+ * youtubei.googleapis.com, youtube-nocookie.com), duckduckgo.com. */
+enum policy_engine policy_search_engine(const char *host);
+bool policy_safe_search(const struct policy *p, enum policy_engine e);
+const char *policy_engine_name(enum policy_engine e);   /* "google" */
+
+/* auto_avoid: automatic conflict avoidance settings (defaults: enabled,
+ * ttl 7 days, scope app+host). */
+enum policy_avoid_scope { POLICY_AVOID_APP_HOST = 0, POLICY_AVOID_HOST };
+struct policy_auto_avoid {
+    bool enabled;
+    int64_t ttl;                     /* seconds */
+    enum policy_avoid_scope scope;
+};
+const struct policy_auto_avoid *policy_auto_avoid(const struct policy *p);
+
+/* Parses an IPv4 or IPv6 literal (brackets allowed) into a fact. 0 or -EINVAL. */
+int policy_addr_parse(const char *s, struct policy_addr *out);
+
 #endif
