@@ -21,7 +21,7 @@ for t in "${targets[@]}"; do
   work=$(mktemp -d)
   [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$work/"
   if "$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-       -artifact_prefix="tests/fuzz/artifacts/$name-" -print_final_stats=0 "$work" \
+       -artifact_prefix="tests/fuzz/artifacts/$name-" -print_final_stats=1 "$work" \
        >"$work.log" 2>&1; then
     echo "fuzz: $name ok ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work.log" | grep -o '[0-9]*$' || echo '?') runs; $(grep -c '' "$work.log") log lines)"
   else
