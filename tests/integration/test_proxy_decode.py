@@ -44,7 +44,7 @@ def test_curl_second_name_of_origin_certificate_is_accepted(agent, origins):
 def test_openssl_s_client_sees_agent_ca_issuer_and_origin_names(agent, origins):
     good = origins["good"]
     req = b"GET /via-s-client HTTP/1.1\r\nHost: good.test:%d\r\nConnection: close\r\n\r\n" % good.port
-    p = s_client(agent.port, "good.test", good.port, agent.ca_path, request=req)
+    p = s_client(agent.port, "good.test", good.port, agent.ca_path, request=req, until=good.marker)
     assert "Verify return code: 0 (ok)" in p.stdout, "%s\nstdout:\n%s\nstderr:\n%s" % (
         p.cmd, p.stdout[-3000:], p.stderr[-2000:])
     chain = pem_certs(p.stdout)

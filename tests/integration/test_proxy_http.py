@@ -221,3 +221,11 @@ def test_origin_form_request_to_proxy_is_refused(agent):
         c.sock.settimeout(5)
         v, status, _, _ = c.reader.head()
         assert 400 <= status < 600
+
+
+def test_connection_close_request_gets_response_then_close(agent, origins):
+    plain = origins["plain"]
+    with ProxyClient(agent.port) as c:
+        r = c.request("GET", plain.url("/bye"), headers=[("Connection", "close")])
+        assert r.status == 200 and plain.marker in r.text
+        assert c.is_closed(5), "agent kept the client connection open after Connection: close"

@@ -49,18 +49,45 @@ def curl_fetch(proxy_port, url, *args, cafile=None, timeout=60):
     return status, body, certs, p
 
 
-def s_client(proxy_port, host, port, cafile, request=None, timeout=30):
+def s_client(proxy_port, host, port, cafile, request=None, until=None, timeout=20):
     """openssl s_client through the agent (-proxy), -showcerts; `request`
-    is written after the handshake. Returns CompletedProcess (text)."""
+    is written after the handshake. Reads stdout until the text `until`
+    appears (or s_client exits, or timeout), then ends it. Returns an
+    object with .stdout, .stderr (text), .returncode, .cmd, .timed_out."""
+    import select
+    import time
+    import types
     cmd = ["openssl", "s_client", "-proxy", "127.0.0.1:%d" % proxy_port,
            "-connect", "%s:%d" % (host, port), "-servername", host, "-showcerts",
            "-CAfile", cafile, "-verify_return_error", "-ign_eof"]
-    p = subprocess.run(cmd, input=(request or b""), capture_output=True, timeout=timeout,
-                       env=clean_env())
-    p.stdout = p.stdout.decode("utf-8", "replace")
-    p.stderr = p.stderr.decode("utf-8", "replace")
-    p.cmd = " ".join(cmd)
-    return p
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=clean_env())
+    if request:
+        p.stdin.write(request)
+        p.stdin.flush()
+    out = b""
+    deadline = time.monotonic() + timeout
+    timed_out = True
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([p.stdout], [], [], 0.1)
+        if r:
+            d = os.read(p.stdout.fileno(), 65536)
+            if not d:
+                timed_out = False
+                break
+            out += d
+            if until and until.encode() in out:
+                timed_out = False
+                break
+        elif p.poll() is not None:
+            timed_out = False
+            break
+    p.kill()
+    rest, err = p.communicate()
+    res = types.SimpleNamespace(stdout=(out + (rest or b"")).decode("utf-8", "replace"),
+                                stderr=err.decode("utf-8", "replace"), returncode=p.returncode,
+                                cmd=" ".join(cmd), timed_out=timed_out)
+    return res
 
 
 def pem_certs(text):
