@@ -145,13 +145,13 @@ static int cmd_enable(int argc, char **argv)
         fprintf(stderr, "shoji intercept enable: --port PORT is required (the agent's transparent port)\n");
         return 2;
     }
+    char buf[16384];   /* render first: a bad combination is a usage error */
+    int n = platform_intercept_render(&cfg, buf, sizeof buf, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "shoji intercept: %s\n", err);
+        return 2;
+    }
     if (dry) {
-        char buf[16384];
-        int n = platform_intercept_render(&cfg, buf, sizeof buf, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "shoji intercept: %s\n", err);
-            return 1;
-        }
         fwrite(buf, 1, (size_t)n, stdout);
         return 0;
     }

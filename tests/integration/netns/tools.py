@@ -14,7 +14,7 @@
       line, prints {"connected", "error", "elapsed", "reply"}.
   probe-udp --host H --port P [--timeout S]
       sends one datagram on a connected UDP socket, prints
-      {"result": "reply"|"refused"|"timeout", "elapsed", "reply"}.
+      {"result": "reply"|"rejected"|"timeout", "errno", "elapsed", "reply"}.
 Servers run until killed; every probe is bounded by its timeout.
 """
 import argparse
@@ -43,7 +43,7 @@ def original_dst(conn):
         raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
         port, = struct.unpack_from("!H", raw, 2)
         return fmt((socket.inet_ntop(socket.AF_INET, raw[4:8]), port))
-    raw = conn.getsockopt(socket.SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+    raw = conn.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
     port, = struct.unpack_from("!H", raw, 2)
     return fmt((socket.inet_ntop(socket.AF_INET6, raw[8:24]), port))
 
@@ -69,9 +69,9 @@ def serve(listeners, udp, kind):
                 if kind == "redirected":
                     try:
                         reply["orig_dst"] = original_dst(conn)
-                    except OSError as e:
+                    except Exception as e:   # keep serving; the client sees why
                         reply["orig_dst"] = None
-                        reply["error"] = errno.errorcode.get(e.errno, str(e))
+                        reply["error"] = repr(e)
                 try:
                     conn.sendall((json.dumps(reply) + "\n").encode())
                 except OSError:
@@ -153,8 +153,12 @@ def cmd_probe_udp(a):
         out["reply"] = json.loads(data.decode())
     except socket.timeout:
         out["result"] = "timeout"
-    except ConnectionRefusedError:
-        out["result"] = "refused"
+    except (ConnectionRefusedError, PermissionError) as e:
+        # An nftables reject in the OUTPUT hook fails the send() itself with
+        # EPERM (and queues an ICMP error: ECONNREFUSED on the next call);
+        # either way the client learns at once.
+        out["result"] = "rejected"
+        out["errno"] = errno.errorcode.get(e.errno, str(e))
     except OSError as e:
         out["result"] = errno.errorcode.get(e.errno, str(e))
     finally:
