@@ -154,6 +154,7 @@ static void format_json(struct out *o, const struct access_record *r)
     char ts[40];
     iso_time(r->time_ms, ts, sizeof ts);
     putf(o, "{\"time\":\"%s\",\"request_id\":%llu", ts, (unsigned long long)r->request_id);
+    json_kv(o, "event", r->event);
     json_kv(o, "client", r->client ? r->client : "");
     json_kv(o, "method", r->method ? r->method : "");
     json_kv(o, "url", r->url ? r->url : "");
@@ -192,6 +193,7 @@ static void format_json(struct out *o, const struct access_record *r)
     json_kv(o, "action", r->action);
     json_kv(o, "rule", r->rule);
     json_kv(o, "error", r->error);
+    json_kv(o, "fix", r->fix);
     put(o, "}", 1);
 }
 

@@ -36,6 +36,8 @@ struct access_record {
     const char *action;        /* "allow", "block", "tunnel", ... */
     const char *rule;
     const char *error;         /* what went wrong, when something did */
+    const char *event;         /* NULL for requests; "conflict" for a learned exclusion */
+    const char *fix;           /* for events: the permanent rule that would fix it */
     uint64_t request_id;
 };
 

@@ -14,6 +14,8 @@
 #include "util/log.h"
 
 static void on_timer(uv_timer_t *t);
+static void base_record(struct conn *c, struct access_record *r);
+static const char *learned_fact(struct conn *c, char *rule, size_t rulelen);
 static void start_tunnel(struct conn *c);
 static void peek(struct conn *c);
 
@@ -115,6 +117,35 @@ void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap)
     }
 }
 
+/* Who is the client? The process that owns the other end of this socket,
+ * when it is on this machine. */
+static void identify(struct conn *c, const struct sockaddr_storage *peer)
+{
+    struct worker *w = c->w;
+    struct sockaddr_storage self;
+    int len = sizeof self;
+    if (!w->proc_cache || uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &len) != 0)
+        return;
+    char err[UTIL_ERRLEN];
+    int rc = platform_proc_lookup_tcp(w->proc_cache, (const struct sockaddr *)peer,
+                                      (const struct sockaddr *)&self, &c->proc, err, sizeof err);
+    c->have_proc = rc == 0;
+    if (rc < 0 && rc != PLATFORM_ENOTLOCAL && rc != PLATFORM_EGONE)
+        log_debug("conn %llu: owning process of %s not found: %s", (unsigned long long)c->id,
+                  c->client_addr, err);
+}
+
+void conn_record_app(const struct conn *c, struct access_record *r)
+{
+    r->uid = -1;
+    if (!c->have_proc)
+        return;
+    r->app = c->proc.comm;
+    r->app_path = c->proc.exe[0] ? c->proc.exe : NULL;
+    r->pid = c->proc.pid;
+    r->uid = c->proc.uid;
+}
+
 static const char overload_response[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
     "Content-Length: 46\r\n\r\nshoji: too many connections, try again later\r\n";
@@ -149,6 +180,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener)
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
     uv_tcp_nodelay(&s->tcp, 1);
+    identify(c, &ss);
     if (n > sh->cfg->limits.max_connections || w->stopping) {
         pstream_write(s, overload_response, sizeof overload_response - 1);
         log_warn("refused a connection from %s: %u connections open (limit %u)", c->client_addr,
@@ -212,8 +244,10 @@ static void handle_connect(struct conn *c, struct http_request *req, size_t head
     }
     struct policy_facts f;
     struct policy_verdict v;
+    char lrule[300];
     conn_fill_facts(c, &f);
     f.phase = POLICY_PHASE_CONNECT;
+    f.learned = learned_fact(c, lrule, sizeof lrule);
     policy_decide(c->policy, &f, &v);
     if (v.action == POLICY_BLOCK) {
         c->block_rule_logged = true;
@@ -276,10 +310,35 @@ static void handle_head(struct conn *c)
 
 /* ---- CONNECT: peek, decide, tunnel or decode ------------------------------ */
 
+/* A learned exclusion (automatic avoidance) for this application and the
+ * SNI or CONNECT host, as a fact for decide(). */
+static const char *learned_fact(struct conn *c, char *rule, size_t rulelen)
+{
+    struct learned *L = c->w->sh->learned;
+    const struct policy_auto_avoid *aa = policy_auto_avoid(c->policy);
+    if (!L || !aa || !aa->enabled)
+        return NULL;
+    enum learned_scope scope = aa->scope == POLICY_AVOID_HOST ? LEARNED_SCOPE_HOST : LEARNED_SCOPE_APP_HOST;
+    const char *app = c->have_proc ? c->proc.comm : "";
+    int64_t now = (int64_t)time(NULL);
+    if (c->have_hello && c->hello.has_sni && learned_match(L, app, c->hello.sni, now, scope, rule, rulelen))
+        return rule;
+    if (learned_match(L, app, c->target_host, now, scope, rule, rulelen))
+        return rule;
+    return NULL;
+}
+
 void conn_fill_facts(struct conn *c, struct policy_facts *f)
 {
     memset(f, 0, sizeof *f);
     f->app.uid = -1;
+    if (c->have_proc) {
+        f->app.name = c->proc.comm;
+        f->app.exe = c->proc.exe_base;
+        f->app.path = c->proc.exe;
+        f->app.pid = c->proc.pid;
+        f->app.uid = c->proc.uid;
+    }
     f->host = c->target_host;
     f->port = c->target_port;
     f->sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
@@ -462,8 +521,10 @@ static void peek(struct conn *c)
     c->have_hello = true;
     struct policy_facts f;
     struct policy_verdict v;
+    char lrule[300];
     conn_fill_facts(c, &f);
     f.phase = POLICY_PHASE_CONNECT;
+    f.learned = learned_fact(c, lrule, sizeof lrule);
     policy_decide(c->policy, &f, &v);
     c->verdict = v;
     c->tunnel_rule_set = true;
@@ -656,6 +717,52 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
         conn_start_head(c);
 }
 
+/* Automatic conflict avoidance: remember {application, host} so the next
+ * connections of that pair are tunnelled, persist it, and log a conflict
+ * event that names both and the permanent rule that would fix it. */
+static void learn_conflict(struct conn *c, int alert)
+{
+    struct proxy_shared *sh = c->w->sh;
+    const struct policy_auto_avoid *aa = policy_auto_avoid(c->policy);
+    if (!sh->learned || !aa || !aa->enabled)
+        return;
+    const char *host = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
+    const char *app = c->have_proc ? c->proc.comm : "";
+    char reason[LEARNED_REASON_MAX];
+    if (alert >= 0)
+        snprintf(reason, sizeof reason, "tls alert %s", SSL_alert_desc_string_long(alert));
+    else
+        snprintf(reason, sizeof reason, "hang-up after the server handshake");
+    int64_t now = (int64_t)time(NULL);
+    int isnew = learned_record(sh->learned, app, host, reason, now, aa->ttl);
+    if (isnew < 0)
+        return;
+    char err[UTIL_ERRLEN];
+    pthread_mutex_lock(&sh->learned_save_lock);
+    if (learned_save(sh->learned, err, sizeof err) < 0)
+        log_error("automatic avoidance: cannot save the learned exclusions: %s", err);
+    pthread_mutex_unlock(&sh->learned_save_lock);
+    struct learned_entry e = { .count = 1 };
+    learned_norm_app(app, e.app, sizeof e.app);
+    util_strlcpy(e.host, host, sizeof e.host);
+    char fix[600];
+    learned_permanent_rule(&e, aa->scope == POLICY_AVOID_HOST ? LEARNED_SCOPE_HOST : LEARNED_SCOPE_APP_HOST,
+                           fix, sizeof fix);
+    log_warn("conflict: %s rejected the decoded connection to %s (%s); tunnelling this pair "
+             "from now on; permanent fix: %s", app[0] ? app : "an unknown application", host, reason, fix);
+    struct access_record r;
+    base_record(c, &r);
+    r.event = "conflict";
+    r.method = "CONNECT";
+    r.host = host;
+    r.url = host;
+    r.mode = "decode";
+    r.action = isnew ? "learned" : "renewed";
+    r.error = reason;
+    r.fix = fix;
+    access_log_write(sh->alog, &r);
+}
+
 /* The client refused our certificate (an alert) or hung up right after our
  * handshake flight. Logged now; automatic avoidance builds on this. */
 void conn_client_rejected(struct conn *c, int alert)
@@ -668,6 +775,7 @@ void conn_client_rejected(struct conn *c, int alert)
         snprintf(why, sizeof why, "the client closed the connection during the TLS handshake");
     log_info("conn %llu: %s for %s", (unsigned long long)c->id, why, c->target_host);
     conn_log_tunnel(c, "decode", why);
+    learn_conflict(c, alert);
     conn_close(c);
 }
 
@@ -729,6 +837,7 @@ static void base_record(struct conn *c, struct access_record *r)
     r->uid = -1;
     r->sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
     r->dst = c->dst_addr[0] ? c->dst_addr : NULL;
+    conn_record_app(c, r);
     r->duration_us = c->t_connect_us ? util_mono_us() - c->t_connect_us : 0;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proxy/internal.h"
 #include "tls/upstream.h"
@@ -46,7 +47,7 @@ static void log_exchange(struct conn *c, const char *error)
     r.upstream_verify = c->kind == CK_DECODE ? c->verify : NULL;
     r.sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
     r.dst = c->dst_addr[0] ? c->dst_addr : NULL;
-    r.uid = -1;
+    conn_record_app(c, &r);
     r.request_id = ex->request_id;
     r.error = error ? error : ex->error;
     r.action = ex->blocked ? "block" : "allow";
@@ -136,12 +137,24 @@ static void serve_pac(struct conn *c)
         conn_close(c);
 }
 
+/* Removes a field from the request so an enforced value is the only one. */
+static void drop_header(struct http_request *rq, const char *name)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < rq->nheaders; i++)
+        if (!sv_ieq_cstr(rq->headers[i].name, name))
+            rq->headers[o++] = rq->headers[i];
+    rq->nheaders = o;
+}
+
 static void send_head(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct buf b;
     buf_init(&b, c->w->sh->cfg->limits.max_head + 4096);
-    if (http_write_request_head(&b, &ex->req, NULL) < 0) {
+    if (ex->drop_header)
+        drop_header(&ex->req, ex->drop_header);
+    if (http_write_request_head(&b, &ex->req, ex->extra_headers[0] ? ex->extra_headers : NULL) < 0) {
         buf_free(&b);
         fwd_send_page(c, 431, "Request Header Fields Too Large", "The request head is too large to forward.", true);
         return;
@@ -199,9 +212,9 @@ static bool describe(struct conn *c, struct exchange *ex)
         char path[1800];
         sv_copy(path, sizeof path, rq->path);
         if (ex->port == 443)
-            snprintf(ex->url, sizeof ex->url, "https://%s%s", ex->host, path);
+            snprintf(ex->url, sizeof ex->url, "https://%s%.1700s", ex->host, path);
         else
-            snprintf(ex->url, sizeof ex->url, "https://%s:%u%s", ex->host, ex->port, path);
+            snprintf(ex->url, sizeof ex->url, "https://%s:%u%.1700s", ex->host, ex->port, path);
         return true;
     }
     if (rq->form == HTTP_FORM_ORIGIN) {
@@ -226,6 +239,59 @@ static bool describe(struct conn *c, struct exchange *ex)
     return true;
 }
 
+/* Rewrites `path` so that query parameter `name` has `value`: earlier values
+ * of it are removed, the enforced one appended. */
+static void set_query_param(char *path, size_t cap, const char *name, const char *value)
+{
+    char out[2048];
+    size_t nl = strlen(name), o = 0;
+    char *q = strchr(path, '?');
+    if (q) {
+        o = (size_t)(q - path);
+        memcpy(out, path, o);
+        char *p = q + 1;
+        while (*p) {
+            char *amp = strchr(p, '&');
+            size_t n = amp ? (size_t)(amp - p) : strlen(p);
+            bool same = n >= nl && strncasecmp(p, name, nl) == 0 && (n == nl || p[nl] == '=');
+            if (!same && n && o + n + 2 < sizeof out) {
+                char sep = o == (size_t)(q - path) ? '?' : '&';
+                out[o++] = sep;
+                memcpy(out + o, p, n);
+                o += n;
+            }
+            p += n + (amp ? 1 : 0);
+        }
+    } else {
+        o = strlen(path);
+        if (o >= sizeof out)
+            return;
+        memcpy(out, path, o);
+    }
+    out[o] = '\0';
+    snprintf(path, cap, "%s%c%s=%s", out, strchr(out, '?') ? '&' : '?', name, value);
+}
+
+/* Safe search on decoded traffic: Google safe=active, Bing adlt=strict,
+ * DuckDuckGo kp=1 (query parameters), YouTube the YouTube-Restrict header. */
+static void safe_search(struct exchange *ex)
+{
+    enum policy_engine e = policy_search_engine(ex->host);
+    if (e == POLICY_ENGINE_YOUTUBE) {
+        util_strlcpy(ex->extra_headers, "YouTube-Restrict: Strict\r\n", sizeof ex->extra_headers);
+        ex->drop_header = "youtube-restrict";
+        return;
+    }
+    const char *name = e == POLICY_ENGINE_GOOGLE ? "safe" : e == POLICY_ENGINE_BING ? "adlt"
+                     : e == POLICY_ENGINE_DUCKDUCKGO ? "kp" : NULL;
+    const char *value = e == POLICY_ENGINE_GOOGLE ? "active" : e == POLICY_ENGINE_BING ? "strict" : "1";
+    if (!name || ex->req.path.n >= sizeof ex->path_rewrite - 32)
+        return;
+    sv_copy(ex->path_rewrite, sizeof ex->path_rewrite, ex->req.path);
+    set_query_param(ex->path_rewrite, sizeof ex->path_rewrite, name, value);
+    ex->req.path = sv_make(ex->path_rewrite, strlen(ex->path_rewrite));
+}
+
 /* REQUEST phase of the policy; returns false after answering with a block. */
 static bool decide_request(struct conn *c, struct exchange *ex)
 {
@@ -242,8 +308,11 @@ static bool decide_request(struct conn *c, struct exchange *ex)
     f.tls = c->kind == CK_DECODE;
     policy_decide(c->policy, &f, &ex->verdict);
     ex->verdict_set = true;
-    if (ex->verdict.action != POLICY_BLOCK)
+    if (ex->verdict.action != POLICY_BLOCK) {
+        if (ex->verdict.safe_search)
+            safe_search(ex);
         return true;
+    }
     ex->blocked = true;
     fwd_send_block(c, ex);
     return false;

@@ -21,6 +21,8 @@
 
 #include "http/http1.h"
 #include "log/access.h"
+#include "platform/platform.h"
+#include "policy/learned.h"
 #include "policy/policy.h"
 #include "proxy/hosts.h"
 #include "proxy/proxy.h"
@@ -110,6 +112,9 @@ struct exchange {
     bool reused_upstream;
     bool verdict_set;
     struct policy_verdict verdict;
+    char path_rewrite[2048];   /* safe search: the rewritten path + query */
+    char extra_headers[128];   /* safe search: enforced fields */
+    const char *drop_header;   /* a client field replaced by an enforced one */
 };
 
 struct conn {
@@ -152,6 +157,8 @@ struct conn {
     bool upstream_failed;      /* decode: the origin could not be reached */
     int upstream_status;       /* 502/504 for the error page */
     struct conn *next, *prev;  /* the worker's list of connections */
+    struct platform_proc proc; /* the application that owns the client socket */
+    bool have_proc;
 };
 
 struct pool {
@@ -174,6 +181,8 @@ struct proxy_shared {
     atomic_uint conns;         /* client connections open, all workers */
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
+    struct learned *learned;   /* automatic conflict avoidance (thread-safe) */
+    pthread_mutex_t learned_save_lock;
 };
 
 struct worker {
@@ -188,6 +197,7 @@ struct worker {
     unsigned nconns;
     struct conn *conns;        /* list of open connections */
     uv_timer_t stop_timer;
+    struct platform_proc_cache *proc_cache;
     bool stopping;
     bool listener_closed;
     uint64_t stop_deadline_ms;
@@ -230,6 +240,7 @@ void conn_client_rejected(struct conn *c, int alert);
 void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v);
 void conn_log_error(struct conn *c, int status, const char *error);
+void conn_record_app(const struct conn *c, struct access_record *r);
 
 /* forward.c: HTTP exchanges. */
 void fwd_begin(struct conn *c);              /* a request head is in client->in */

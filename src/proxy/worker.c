@@ -123,6 +123,8 @@ static void reload(struct proxy_shared *sh)
     }
     if (sh->alog && access_log_reopen(sh->alog, err, sizeof err) < 0)
         log_error("reload: %s", err);
+    if (sh->learned && learned_reload(sh->learned, err, sizeof err) < 0)
+        log_error("reload: learned exclusions: %s", err);
 }
 
 /* ---- listening sockets -------------------------------------------------------- */
@@ -264,6 +266,8 @@ static void worker_main(void *arg)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    if (w->proc_cache)
+        platform_proc_cache_free(w->proc_cache);
 }
 
 static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd,
@@ -286,6 +290,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     uv_timer_start(&w->pool_timer, on_pool_timer, 1000, 1000);
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
+    w->proc_cache = platform_proc_cache_new();   /* NULL: apps stay unknown */
     return 0;
 }
 
@@ -333,6 +338,8 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if ((rc = load_hosts(cfg, &sh->hosts, err, errlen)) < 0)
         return rc;
+    if ((rc = learned_open(cfg->state_dir, &sh->learned, err, errlen)) < 0)
+        return rc;
     if (cfg->access_log) {
         enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
         if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
@@ -345,6 +352,9 @@ static void teardown_shared(struct proxy_shared *sh)
 {
     if (sh->alog)
         access_log_close(sh->alog);
+    if (sh->learned)
+        learned_close(sh->learned);
+    pthread_mutex_destroy(&sh->learned_save_lock);
     if (sh->hosts) {
         hosts_free(sh->hosts);
         free(sh->hosts);
@@ -405,6 +415,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         return util_err(err, errlen, -ENOMEM, "out of memory");
     sh->cfg = cfg;
     pthread_mutex_init(&sh->lock, NULL);
+    pthread_mutex_init(&sh->learned_save_lock, NULL);
     rc = setup_shared(sh, cfg, err, errlen);
     struct main_ctx m = { .sh = sh };
     m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
