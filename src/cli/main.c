@@ -13,6 +13,7 @@ struct command {
 static const struct command commands[] = {
     { "run", cli_run, "run the agent (explicit proxy, HTTPS decode)" },
     { "ca", cli_ca, "init | show | install | uninstall the local CA" },
+    { "catdb", cli_catdb, "compile | lookup | info the category database" },
     { "intercept", cli_intercept, "enable | disable | status: transparent interception (nftables)" },
 };
 
