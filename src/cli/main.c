@@ -15,6 +15,8 @@ static const struct command commands[] = {
     { "ca", cli_ca, "init | show | install | uninstall the local CA" },
     { "catdb", cli_catdb, "compile | lookup | info the category database" },
     { "intercept", cli_intercept, "enable | disable | status: transparent interception (nftables)" },
+    { "compat", cli_compat, "list | show | detect | apply: the compatibility catalog" },
+    { "conflicts", cli_conflicts, "list | clear | promote: learned exclusions (automatic avoidance)" },
 };
 
 static void usage(FILE *f)
