@@ -452,7 +452,8 @@ static void set_exe_base(struct platform_proc *out)
         out->exe_base[n - (sizeof del - 1)] = '\0';
 }
 
-int platform_proc_describe(int pid, struct platform_proc *out, char *err, size_t errlen)
+/* comm, exe, exe_base of pid; the uid only when asked (one more file). */
+static int describe(int pid, bool want_uid, struct platform_proc *out, char *err, size_t errlen)
 {
     char path[48];
     memset(out, 0, sizeof *out);
@@ -469,8 +470,14 @@ int platform_proc_describe(int pid, struct platform_proc *out, char *err, size_t
     ssize_t m = readlink(path, out->exe, sizeof out->exe - 1);
     out->exe[m > 0 ? m : 0] = '\0';   /* kernel threads / other users: "" */
     set_exe_base(out);
-    out->uid = proc_uid(pid);
+    if (want_uid)
+        out->uid = proc_uid(pid);
     return 0;
+}
+
+int platform_proc_describe(int pid, struct platform_proc *out, char *err, size_t errlen)
+{
+    return describe(pid, true, out, err, errlen);
 }
 
 /* ---- the lookup ------------------------------------------------------- */
@@ -508,8 +515,8 @@ int platform_proc_lookup_tcp(struct platform_proc_cache *c,
     rc = inode_to_pid(c, inode, &pid, err, errlen);
     if (rc < 0)
         return rc;
-    rc = platform_proc_describe(pid, out, err, errlen);
-    out->uid = (int)uid;   /* the socket's owner, even if /proc said otherwise */
+    rc = describe(pid, false, out, err, errlen);
+    out->uid = (int)uid;   /* the socket's owner */
     if (rc < 0) {
         out->pid = -1;
         return rc;

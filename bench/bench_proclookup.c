@@ -1,0 +1,175 @@
+/* bench_proclookup: per-connection cost of finding the owning process of a
+ * local TCP client (platform_proc_lookup_tcp), cold and cached.
+ *
+ * Sets up PROCS child processes, each holding CONNS_PER connections to a
+ * loopback listener of this process (plus a few other fds, like real
+ * clients), then measures:
+ *   cold    a fresh cache per lookup: sock_diag + a full /proc walk
+ *   burst   one cache, each connection looked up once in arrival order
+ *           (what a worker sees: the first connection of a program walks
+ *           /proc, the rest hit the cache or the recent-owner scan)
+ *   cached  the same connections again: sock_diag + one readlink + comm/exe
+ * usage: bench_proclookup [--procs N] [--conns-per N] [--rounds N]
+ * Results go to docs/PERFORMANCE.md. */
+#include "platform/platform.h"
+#include "util/util.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_CONNS 4096
+
+struct conn {
+    struct sockaddr_storage peer, local;
+    int fd;
+};
+
+static int count_procs(void)
+{
+    DIR *d = opendir("/proc");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += e->d_name[0] >= '0' && e->d_name[0] <= '9';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void child(uint16_t port, int per, int hold)
+{
+    for (int i = 0; i < 8; i++)   /* other fds a real program has open */
+        (void)!open("/dev/null", O_RDONLY);
+    for (int i = 0; i < per; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port) };
+        in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&in, sizeof in) != 0)
+            _exit(1);
+    }
+    char b;
+    (void)!read(hold, &b, 1);
+    _exit(0);
+}
+
+static int accept_all(int lfd, struct conn *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct pollfd p = { .fd = lfd, .events = POLLIN };
+        if (poll(&p, 1, 10000) != 1)
+            return -1;
+        socklen_t len = sizeof c[i].peer;
+        c[i].fd = accept(lfd, (struct sockaddr *)&c[i].peer, &len);
+        len = sizeof c[i].local;
+        if (c[i].fd < 0 || getsockname(c[i].fd, (struct sockaddr *)&c[i].local, &len) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int lookup(struct platform_proc_cache *pc, struct conn *c)
+{
+    struct platform_proc pr;
+    char err[UTIL_ERRLEN];
+    int rc = platform_proc_lookup_tcp(pc, (struct sockaddr *)&c->peer, (struct sockaddr *)&c->local,
+                                      &pr, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "lookup failed: %s\n", err);
+    return rc;
+}
+
+static void report(const char *what, uint64_t us, int n)
+{
+    printf("%-8s %6d lookups  %9.1f us/lookup  %9.0f lookups/s\n", what, n, (double)us / n,
+           us ? n * 1e6 / (double)us : 0.0);
+}
+
+static int run(int procs, int per, int rounds)
+{
+    int total = procs * per, hold[2];
+    struct conn *c = calloc((size_t)total, sizeof *c);
+    pid_t *kids = calloc((size_t)procs, sizeof *kids);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET };
+    socklen_t len = sizeof in;
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!c || !kids || lfd < 0 || pipe(hold) != 0 || bind(lfd, (struct sockaddr *)&in, sizeof in) != 0 ||
+        listen(lfd, 1024) != 0 || getsockname(lfd, (struct sockaddr *)&in, &len) != 0)
+        return 1;
+    for (int i = 0; i < procs; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            close(hold[1]);
+            child(ntohs(in.sin_port), per, hold[0]);
+        }
+    }
+    close(hold[0]);
+    int rc = accept_all(lfd, c, total);
+    printf("processes on this machine: %d (incl. %d bench children); connections: %d\n",
+           count_procs(), procs, total);
+    for (int r = 0; rc == 0 && r < rounds; r++) {
+        uint64_t t0 = util_mono_us();
+        int ncold = total < 50 ? total : 50;
+        for (int i = 0; i < ncold && rc == 0; i++) {
+            struct platform_proc_cache *pc = platform_proc_cache_new();
+            rc = pc ? lookup(pc, &c[(i * 7) % total]) : 1;
+            platform_proc_cache_free(pc);
+        }
+        report("cold", util_mono_us() - t0, ncold);
+        struct platform_proc_cache *pc = platform_proc_cache_new();
+        t0 = util_mono_us();
+        for (int i = 0; i < total && rc == 0; i++)
+            rc = lookup(pc, &c[i]);
+        report("burst", util_mono_us() - t0, total);
+        struct platform_proc_stats st;
+        platform_proc_cache_stats(pc, &st);
+        printf("         (full /proc walks %llu, cache hits %llu, recent-owner hits %llu, fds read %llu)\n",
+               (unsigned long long)st.full_scans, (unsigned long long)st.cache_hits,
+               (unsigned long long)st.hint_hits, (unsigned long long)st.fds_read);
+        t0 = util_mono_us();
+        for (int i = 0; i < total && rc == 0; i++)
+            rc = lookup(pc, &c[i]);
+        report("cached", util_mono_us() - t0, total);
+        platform_proc_cache_free(pc);
+    }
+    close(hold[1]);
+    for (int i = 0; i < procs; i++)
+        waitpid(kids[i], NULL, 0);
+    for (int i = 0; i < total; i++)
+        close(c[i].fd);
+    close(lfd);
+    free(c);
+    free(kids);
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    int procs = 20, per = 10, rounds = 2;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        int v = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--procs"))
+            procs = v;
+        else if (!strcmp(argv[i], "--conns-per"))
+            per = v;
+        else if (!strcmp(argv[i], "--rounds"))
+            rounds = v;
+    }
+    if (procs < 1 || per < 1 || rounds < 1 || rounds > 100 || procs * per > MAX_CONNS || procs > 512) {
+        fprintf(stderr, "usage: bench_proclookup [--procs 1..512] [--conns-per N] [--rounds 1..100] "
+                        "(procs*conns-per <= %d)\n", MAX_CONNS);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return run(procs, per, rounds);
+}
