@@ -63,6 +63,7 @@ int platform_cidr_parse(const char *s, struct platform_cidr *out, char *err, siz
 int platform_ports_parse(const char *s, struct platform_intercept_config *cfg,
                          char *err, size_t errlen)
 {
+    uint16_t ports[PLATFORM_MAX_PORTS];   /* cfg is untouched on error */
     size_t n = 0;
     const char *p = s;
     if (!s || !*s)
@@ -75,13 +76,14 @@ int platform_ports_parse(const char *s, struct platform_intercept_config *cfg,
         if (n == PLATFORM_MAX_PORTS)
             return util_err(err, errlen, -E2BIG, "at most %d ports", PLATFORM_MAX_PORTS);
         for (size_t i = 0; i < n; i++)
-            if (cfg->ports[i] == v)
+            if (ports[i] == v)
                 return util_err(err, errlen, -EINVAL, "'%s': port %ld given twice", s, v);
-        cfg->ports[n++] = (uint16_t)v;
+        ports[n++] = (uint16_t)v;
         p = *end ? end + 1 : end;
         if (*end && !*p)
             return util_err(err, errlen, -EINVAL, "'%s': trailing comma", s);
     }
+    memcpy(cfg->ports, ports, n * sizeof ports[0]);
     cfg->nports = n;
     return 0;
 }
