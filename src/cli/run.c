@@ -17,6 +17,8 @@ static void usage(FILE *f)
             "Runs the agent as an explicit HTTP proxy that decodes HTTPS with the local CA.\n"
             "\n"
             "  --listen ADDR:PORT     where to accept proxy clients (default 127.0.0.1:3128)\n"
+            "  --transparent ADDR:PORT  also accept connections redirected by `shoji intercept`\n"
+            "                         (original destination from SO_ORIGINAL_DST; docs/INTERCEPT.md)\n"
             "  --state-dir DIR        CA, leaf key, certificate cache, learned state\n"
             "                         (default %s; create the CA with `shoji ca init`)\n"
             "  --policy FILE          policy file (JSON, docs/POLICY.md); default: allow all, decode all\n"
@@ -68,6 +70,7 @@ int cli_run(int argc, char **argv)
             continue;                                        \
         }
         OPT("--listen", cfg.listen)
+        OPT("--transparent", cfg.transparent)
         OPT("--state-dir", cfg.state_dir)
         OPT("--policy", cfg.policy_path)
         OPT("--hosts", cfg.hosts_path)

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 
 #include "proxy/internal.h"
 #include "tls/upstream.h"
@@ -15,6 +17,8 @@
 
 static void on_timer(uv_timer_t *t);
 static void base_record(struct conn *c, struct access_record *r);
+static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *vp);
+static void check_sni_claim(struct conn *c);
 static const char *learned_fact(struct conn *c, char *rule, size_t rulelen);
 static void start_tunnel(struct conn *c);
 static void peek(struct conn *c);
@@ -124,7 +128,11 @@ static void identify(struct conn *c, const struct sockaddr_storage *peer)
     struct worker *w = c->w;
     struct sockaddr_storage self;
     int len = sizeof self;
-    if (!w->proc_cache || uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &len) != 0)
+    if (!w->proc_cache)
+        return;
+    if (c->transparent)
+        self = c->orig_dst;   /* what the client's socket is connected to */
+    else if (uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &len) != 0)
         return;
     char err[UTIL_ERRLEN];
     int rc = platform_proc_lookup_tcp(w->proc_cache, (const struct sockaddr *)peer,
@@ -150,7 +158,48 @@ static const char overload_response[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
     "Content-Length: 46\r\n\r\nshoji: too many connections, try again later\r\n";
 
-void conn_accept(struct worker *w, uv_stream_t *listener)
+/* Transparent: the destination the client asked for, before nftables
+ * redirected it here. False for a direct connection to our port (which
+ * would loop) or when the kernel has no record. */
+static bool original_dst(struct conn *c)
+{
+    int fd;
+    if (uv_fileno((uv_handle_t *)&c->client->tcp, &fd) != 0)
+        return false;
+    socklen_t len = sizeof c->orig_dst;
+    memset(&c->orig_dst, 0, sizeof c->orig_dst);
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &c->orig_dst, &len) != 0) {
+        len = sizeof c->orig_dst;
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &c->orig_dst, &len) != 0)
+            return false;
+    }
+    struct sockaddr_storage self;
+    int slen = sizeof self;
+    if (uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &slen) == 0 &&
+        sockaddr_same(&self, &c->orig_dst))
+        return false;
+    char ipport[80];
+    sockaddr_fmt((struct sockaddr *)&c->orig_dst, ipport, sizeof ipport);
+    char *colon = strrchr(ipport, ':');
+    if (!colon)
+        return false;
+    *colon = '\0';
+    const char *ip = ipport[0] == '[' ? ipport + 1 : ipport;
+    size_t n = strlen(ip);
+    util_strlcpy(c->orig_ip, ip, sizeof c->orig_ip);
+    if (n && c->orig_ip[n - 1] == ']')
+        c->orig_ip[n - 1] = '\0';
+    util_strlcpy(c->target_host, c->orig_ip, sizeof c->target_host);
+    c->target_port = (uint16_t)atoi(colon + 1);
+    return true;
+}
+
+const char *conn_connect_host(const struct conn *c)
+{
+    return c->transparent ? c->orig_ip : c->target_host;
+}
+
+void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
 {
     struct proxy_shared *sh = w->sh;
     struct conn *c = calloc(1, sizeof *c);
@@ -180,12 +229,29 @@ void conn_accept(struct worker *w, uv_stream_t *listener)
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
     uv_tcp_nodelay(&s->tcp, 1);
+    c->transparent = transparent;
+    if (transparent && !original_dst(c)) {
+        log_warn("transparent listener: connection from %s has no original destination "
+                 "(not redirected by `shoji intercept`?): closed", c->client_addr);
+        conn_close(c);
+        return;
+    }
     identify(c, &ss);
     if (n > sh->cfg->limits.max_connections || w->stopping) {
-        pstream_write(s, overload_response, sizeof overload_response - 1);
+        if (!transparent)
+            pstream_write(s, overload_response, sizeof overload_response - 1);
         log_warn("refused a connection from %s: %u connections open (limit %u)", c->client_addr,
                  n - 1, sh->cfg->limits.max_connections);
         conn_close(c);
+        return;
+    }
+    if (transparent) {
+        c->policy = proxy_policy_get(sh);
+        c->t_connect_us = util_mono_us();
+        c->t_connect_ms = util_now_ms();
+        c->state = CS_PEEK;
+        conn_set_timer(c, sh->cfg->limits.peek_timeout_ms);
+        pstream_start(s);
         return;
     }
     conn_start_head(c);
@@ -385,7 +451,7 @@ static void start_tunnel(struct conn *c)
 {
     pstream_pause(c->client);
     c->kind = CK_TUNNEL;
-    up_connect(c, c->target_host, c->target_port, false, on_tunnel_ready);
+    up_connect(c, conn_connect_host(c), c->target_port, false, on_tunnel_ready);
 }
 
 static void start_client_tls(struct conn *c, const struct tls_names *names)
@@ -494,6 +560,15 @@ bool conn_cert_phase(struct conn *c, X509 *cert)
     return true;
 }
 
+/* A request line starts with a method token and a space. */
+static bool looks_like_http(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 24 && p[i] >= 'A' && p[i] <= 'Z')
+        i++;
+    return i > 0 && i < n && p[i] == ' ';
+}
+
 static void peek(struct conn *c)
 {
     struct pstream *cl = c->client;
@@ -501,8 +576,13 @@ static void peek(struct conn *c)
     if (sniff < 0)
         return;   /* need more bytes */
     if (sniff == 0) {
+        if (c->transparent && looks_like_http(cl->in.p, cl->in.len)) {
+            c->kind = CK_HTTP;   /* plain HTTP: filtered by its Host header */
+            conn_start_head(c);
+            return;
+        }
         c->tunnel_mode = "tunnel";
-        start_tunnel(c);   /* not TLS: tunnelled untouched */
+        start_tunnel(c);   /* neither TLS nor HTTP: tunnelled untouched */
         return;
     }
     int r = tls_hello_parse((const uint8_t *)cl->in.p, cl->in.len, &c->hello);
@@ -519,6 +599,8 @@ static void peek(struct conn *c)
         return;
     }
     c->have_hello = true;
+    if (c->transparent && c->hello.has_sni)
+        util_strlcpy(c->target_host, c->hello.sni, sizeof c->target_host);
     struct policy_facts f;
     struct policy_verdict v;
     char lrule[300];
@@ -526,6 +608,19 @@ static void peek(struct conn *c)
     f.phase = POLICY_PHASE_CONNECT;
     f.learned = learned_fact(c, lrule, sizeof lrule);
     policy_decide(c->policy, &f, &v);
+    if (c->transparent && c->hello.has_sni && !c->sni_checked && v.action != POLICY_BLOCK &&
+        v.action != POLICY_DECODE && v.on != POLICY_ON_APP && v.on != POLICY_ON_IP) {
+        check_sni_claim(c);   /* decides again once the name is resolved */
+        return;
+    }
+    act_on_connect_verdict(c, &v);
+}
+
+/* Carries out the CONNECT-phase verdict on a peeked ClientHello. */
+static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *vp)
+{
+    struct pstream *cl = c->client;
+    struct policy_verdict v = *vp;
     c->verdict = v;
     c->tunnel_rule_set = true;
     if (v.action == POLICY_BLOCK) {
@@ -540,7 +635,81 @@ static void peek(struct conn *c)
     }
     c->tunnel_rule_set = false;
     pstream_pause(cl);
-    up_connect(c, c->target_host, c->target_port, true, on_decode_upstream);
+    up_connect(c, conn_connect_host(c), c->target_port, true, on_decode_upstream);
+}
+
+/* An SNI is a claim, not a fact: in transparent mode a connection that would
+ * go undecoded because of its SNI is tunnelled only if the original
+ * destination address belongs to that name (our own resolution). Otherwise
+ * it is decided without the claim, on its address (and, when decoded, on
+ * the origin certificate's names). */
+static void sni_claim_result(struct conn *c, bool ok)
+{
+    struct policy_facts f;
+    struct policy_verdict v;
+    char lrule[300];
+    c->sni_checked = true;
+    conn_fill_facts(c, &f);
+    f.phase = POLICY_PHASE_CONNECT;
+    f.learned = learned_fact(c, lrule, sizeof lrule);
+    if (!ok) {
+        log_info("conn %llu: SNI %s does not belong to %s: deciding on the address", (unsigned long long)c->id,
+                 c->hello.sni, c->orig_ip);
+        f.sni = NULL;
+        f.host = c->orig_ip;
+        f.learned = NULL;
+    }
+    policy_decide(c->policy, &f, &v);
+    act_on_connect_verdict(c, &v);
+}
+
+static bool addr_in(const struct sockaddr_storage *a, const struct sockaddr_storage *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (sockaddr_same_ip(a, &list[i]))
+            return true;
+    return false;
+}
+
+static void on_sni_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct conn *c = req->data;
+    c->refs--;
+    c->resolving = false;
+    bool ok = false;
+    for (struct addrinfo *ai = res; status == 0 && ai; ai = ai->ai_next) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        ok = ok || addr_in(&c->orig_dst, &ss, 1);
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    if (c->dead) {
+        conn_maybe_free(c);
+        return;
+    }
+    sni_claim_result(c, ok);
+}
+
+static void check_sni_claim(struct conn *c)
+{
+    struct sockaddr_storage addrs[8];
+    size_t n = proxy_hosts_lookup(c->w->sh, c->hello.sni, addrs, 8);
+    if (n) {
+        sni_claim_result(c, addr_in(&c->orig_dst, addrs, n));
+        return;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    c->gai.data = c;
+    c->refs++;
+    c->resolving = true;
+    pstream_pause(c->client);
+    if (uv_getaddrinfo(&c->w->loop, &c->gai, on_sni_gai, c->hello.sni, NULL, &hints) < 0) {
+        c->refs--;
+        c->resolving = false;
+        sni_claim_result(c, false);
+    }
 }
 
 /* ---- events from the streams ---------------------------------------------- */

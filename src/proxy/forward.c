@@ -217,6 +217,23 @@ static bool describe(struct conn *c, struct exchange *ex)
             snprintf(ex->url, sizeof ex->url, "https://%s:%u%.1700s", ex->host, ex->port, path);
         return true;
     }
+    if (c->transparent && rq->form == HTTP_FORM_ORIGIN) {
+        /* Redirected plain HTTP: named by its Host header, sent to the
+         * address the client chose. */
+        if (rq->host.n)
+            sv_copy(ex->host, sizeof ex->host, rq->host);
+        else
+            util_strlcpy(ex->host, c->orig_ip, sizeof ex->host);
+        util_lower(ex->host);
+        ex->port = c->target_port;
+        char path[1800];
+        sv_copy(path, sizeof path, rq->path);
+        if (ex->port == 80)
+            snprintf(ex->url, sizeof ex->url, "http://%s%.1700s", ex->host, path);
+        else
+            snprintf(ex->url, sizeof ex->url, "http://%s:%u%.1700s", ex->host, ex->port, path);
+        return true;
+    }
     if (rq->form == HTTP_FORM_ORIGIN) {
         if (sv_eq(rq->path, SV("/proxy.pac")) || sv_eq(rq->path, SV("/wpad.dat"))) {
             serve_pac(c);
@@ -318,6 +335,16 @@ static bool decide_request(struct conn *c, struct exchange *ex)
     return false;
 }
 
+/* Idle upstream connections are shared by what they connect to: the name
+ * for proxy requests, the original address for redirected ones. */
+static void pool_key(const struct conn *c, const struct exchange *ex, char *key, size_t cap)
+{
+    if (c->transparent)
+        snprintf(key, cap, "=%s:%u", c->orig_ip, ex->port);
+    else
+        snprintf(key, cap, "%s:%u", ex->host, ex->port);
+}
+
 void fwd_begin(struct conn *c)
 {
     struct pstream *cl = c->client;
@@ -361,11 +388,11 @@ void fwd_begin(struct conn *c)
             send_head(c);
             return;
         }
-        up_connect(c, c->target_host, c->target_port, true, on_upstream_ready);
+        up_connect(c, conn_connect_host(c), c->target_port, true, on_upstream_ready);
         return;
     }
     char key[300];
-    snprintf(key, sizeof key, "%s:%u", ex->host, ex->port);
+    pool_key(c, ex, key, sizeof key);
     struct pstream *s = up_pool_take(c->w, key);
     if (s) {
         pstream_attach(s, c);
@@ -376,7 +403,7 @@ void fwd_begin(struct conn *c)
         send_head(c);
         return;
     }
-    up_connect(c, ex->host, ex->port, false, on_upstream_ready);
+    up_connect(c, c->transparent ? c->orig_ip : ex->host, ex->port, false, on_upstream_ready);
 }
 
 /* ---- request body ------------------------------------------------------------ */
@@ -584,7 +611,7 @@ static void finish(struct conn *c)
             pstream_detach(u);
             c->refs--;
             char key[300];
-            snprintf(key, sizeof key, "%s:%u", ex->host, ex->port);
+            pool_key(c, ex, key, sizeof key);
             up_pool_put(c->w, u, key);
         } else {
             pstream_close(u);

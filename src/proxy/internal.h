@@ -157,6 +157,10 @@ struct conn {
     bool upstream_failed;      /* decode: the origin could not be reached */
     int upstream_status;       /* 502/504 for the error page */
     struct conn *next, *prev;  /* the worker's list of connections */
+    bool transparent;          /* redirected by nftables, not a proxy client */
+    struct sockaddr_storage orig_dst;  /* transparent: where the client wanted to go */
+    char orig_ip[64];          /* orig_dst's address as text */
+    bool sni_checked;          /* transparent: the SNI claim was checked */
     struct platform_proc proc; /* the application that owns the client socket */
     bool have_proc;
 };
@@ -189,6 +193,8 @@ struct worker {
     int index;
     uv_loop_t loop;
     uv_tcp_t listener;
+    uv_tcp_t tlistener;        /* transparent listener (when configured) */
+    bool has_tlistener;
     uv_async_t wake;           /* stop / reload notifications */
     uv_timer_t pool_timer;
     uv_thread_t thread;
@@ -228,7 +234,8 @@ void conn_on_error(struct conn *c, struct pstream *s, int err);
 void conn_on_drain(struct conn *c, struct pstream *s);
 void conn_on_handshake(struct conn *c, struct pstream *s);
 void conn_on_stream_closed(struct conn *c, struct pstream *s);
-void conn_accept(struct worker *w, uv_stream_t *listener);
+void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent);
+const char *conn_connect_host(const struct conn *c);
 void conn_close(struct conn *c);
 void conn_maybe_free(struct conn *c);
 void conn_set_timer(struct conn *c, unsigned ms);
@@ -277,5 +284,7 @@ size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
                           struct sockaddr_storage *out, size_t max);
 void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
+bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 #endif

@@ -32,6 +32,7 @@ void proxy_limits_default(struct proxy_limits *l);
 
 struct proxy_config {
     const char *listen;          /* "127.0.0.1:3128" or "[::1]:3128" */
+    const char *transparent;     /* transparent listener (nftables redirect), or NULL */
     const char *state_dir;       /* CA, leaf key, cert cache, learned state */
     const char *policy_path;     /* NULL: built-in allow-all policy */
     const char *hosts_path;      /* hosts(5) file consulted before DNS */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proxy/internal.h"
 #include "tls/upstream.h"
@@ -106,6 +107,30 @@ static void on_connect(uv_connect_t *req, int status)
     finish(c, 0, NULL);
 }
 
+/* With transparent interception on, every upstream socket carries the mark
+ * that the `inet shoji` rules never redirect: the agent's own traffic must
+ * not loop back into it. */
+static int open_marked(struct pstream *s, int family)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    char err[UTIL_ERRLEN];
+    int rc = platform_mark_upstream_socket(fd, err, sizeof err);
+    if (rc < 0) {
+        static bool warned;
+        if (!warned)
+            log_error("cannot mark upstream sockets (%s): intercepted traffic would loop", err);
+        warned = true;
+        close(fd);
+        return rc;
+    }
+    rc = uv_tcp_open(&s->tcp, fd);
+    if (rc < 0)
+        close(fd);
+    return rc;
+}
+
 static void try_next(struct conn *c)
 {
     if (c->addr_idx >= c->naddrs) {
@@ -126,7 +151,9 @@ static void try_next(struct conn *c)
     c->refs++;
     c->connect_req.data = c;
     conn_set_timer(c, c->w->sh->cfg->limits.connect_timeout_ms);
-    int r = uv_tcp_connect(&c->connect_req, &c->up->tcp, (struct sockaddr *)ss, on_connect);
+    int r = c->w->sh->cfg->transparent ? open_marked(c->up, ss->ss_family) : 0;
+    if (r == 0)
+        r = uv_tcp_connect(&c->connect_req, &c->up->tcp, (struct sockaddr *)ss, on_connect);
     if (r < 0) {
         struct pstream *s = c->up;
         c->up = NULL;

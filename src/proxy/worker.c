@@ -56,6 +56,27 @@ size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
     return n;
 }
 
+bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      16) == 0;
+    return false;
+}
+
+bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (!sockaddr_same_ip(a, b))
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_port == ((const struct sockaddr_in *)b)->sin_port;
+    return ((const struct sockaddr_in6 *)a)->sin6_port == ((const struct sockaddr_in6 *)b)->sin6_port;
+}
+
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
@@ -198,7 +219,7 @@ static void on_connection(uv_stream_t *listener, int status)
         log_warn("accept: %s", uv_strerror(status));
         return;
     }
-    conn_accept(w, listener);
+    conn_accept(w, listener, listener == (uv_stream_t *)&w->tlistener);
 }
 
 static void on_pool_timer(uv_timer_t *t)
@@ -239,6 +260,8 @@ static void on_wake(uv_async_t *a)
     if (!w->listener_closed) {
         w->listener_closed = true;
         uv_close((uv_handle_t *)&w->listener, NULL);
+        if (w->has_tlistener)
+            uv_close((uv_handle_t *)&w->tlistener, NULL);
     }
     up_pool_expire(w, true);
     close_all_conns(w, true);
@@ -270,19 +293,31 @@ static void worker_main(void *arg)
         platform_proc_cache_free(w->proc_cache);
 }
 
-static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd,
+static int listen_on(struct worker *w, uv_tcp_t *h, int fd, char *err, size_t errlen)
+{
+    uv_tcp_init(&w->loop, h);
+    h->data = w;
+    int r = uv_tcp_open(h, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)h, 1024, on_connection);
+    if (r < 0)
+        return util_err(err, errlen, r, "worker %d: cannot listen: %s", w->index, uv_strerror(r));
+    return 0;
+}
+
+static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd, int tfd,
                        char *err, size_t errlen)
 {
     w->index = index;
     w->sh = sh;
     uv_loop_init(&w->loop);
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    int r = uv_tcp_open(&w->listener, fd);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
-    if (r < 0)
-        return util_err(err, errlen, r, "worker %d: cannot listen: %s", index, uv_strerror(r));
+    if (listen_on(w, &w->listener, fd, err, errlen) < 0)
+        return -EINVAL;
+    if (tfd >= 0) {
+        if (listen_on(w, &w->tlistener, tfd, err, errlen) < 0)
+            return -EINVAL;
+        w->has_tlistener = true;
+    }
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->pool_timer);
@@ -298,6 +333,9 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
 
 struct main_ctx {
     struct proxy_shared *sh;
+    uv_timer_t heartbeat;
+    bool heartbeat_on;
+    bool heartbeat_warned;
     struct worker *workers;
     int n;
     uv_signal_t sigterm, sigint, sighup;
@@ -314,6 +352,13 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     if (atomic_exchange(&m->sh->stopping, true))
         return;
+    if (m->heartbeat_on) {
+        char err[UTIL_ERRLEN];
+        uv_close((uv_handle_t *)&m->heartbeat, NULL);
+        m->heartbeat_on = false;
+        if (platform_intercept_down(err, sizeof err) < 0 && !m->heartbeat_warned)
+            log_debug("intercept down: %s", err);
+    }
     log_info("%s: stopping (finishing in-flight work, at most %u ms)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
              m->sh->cfg->limits.shutdown_grace_ms);
     for (int i = 0; i < m->n; i++)
@@ -321,6 +366,24 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sighup, NULL);
+}
+
+/* Transparent mode: nftables redirects only while this heartbeat is fresh, so
+ * a dead agent fails open or closed as `shoji intercept --fail-mode` says,
+ * instead of black-holing traffic. */
+static void on_heartbeat(uv_timer_t *t)
+{
+    struct main_ctx *m = t->data;
+    char err[UTIL_ERRLEN];
+    int rc = platform_intercept_heartbeat(3000, err, sizeof err);
+    if (rc < 0 && !m->heartbeat_warned) {
+        m->heartbeat_warned = true;
+        log_warn("transparent listener: %s%s", err,
+                 rc == -ENOENT ? " (run `shoji intercept enable --port PORT` to redirect traffic here)" : "");
+    } else if (rc == 0 && m->heartbeat_warned) {
+        m->heartbeat_warned = false;
+        log_info("transparent listener: interception is active");
+    }
 }
 
 static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg, char *err, size_t errlen)
@@ -388,13 +451,17 @@ static void remove_pidfile(const char *state_dir)
     unlink(path);
 }
 
-static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss, char *err, size_t errlen)
+static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
+                         const struct sockaddr_storage *tss, char *err, size_t errlen)
 {
     for (int i = 0; i < m->n; i++) {
         int fd = open_listener(ss, err, errlen);
         if (fd < 0)
             return fd;
-        if (worker_init(&m->workers[i], i, m->sh, fd, err, errlen) < 0)
+        int tfd = -1;
+        if (tss && (tfd = open_listener(tss, err, errlen)) < 0)
+            return tfd;
+        if (worker_init(&m->workers[i], i, m->sh, fd, tfd, err, errlen) < 0)
             return -EINVAL;
     }
     for (int i = 0; i < m->n; i++)
@@ -405,9 +472,11 @@ static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss, 
 
 int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss, tss;
     int rc = parse_listen(cfg->listen, &ss, err, errlen);
     if (rc < 0)
+        return rc;
+    if (cfg->transparent && (rc = parse_listen(cfg->transparent, &tss, err, errlen)) < 0)
         return rc;
     signal(SIGPIPE, SIG_IGN);
     struct proxy_shared *sh = calloc(1, sizeof *sh);
@@ -434,10 +503,18 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         uv_signal_start(&m.sigterm, on_signal, SIGTERM);
         uv_signal_start(&m.sigint, on_signal, SIGINT);
         uv_signal_start(&m.sighup, on_signal, SIGHUP);
-        rc = start_workers(&m, &ss, err, errlen);
+        rc = start_workers(&m, &ss, cfg->transparent ? &tss : NULL, err, errlen);
+    }
+    if (rc == 0 && cfg->transparent) {
+        uv_timer_init(&loop, &m.heartbeat);
+        m.heartbeat.data = &m;
+        m.heartbeat_on = true;
+        uv_timer_start(&m.heartbeat, on_heartbeat, 0, 1000);
     }
     if (rc == 0) {
         write_pidfile(cfg->state_dir);
+        if (cfg->transparent)
+            log_info("transparent listener on %s", cfg->transparent);
         log_info("listening on %s with %d workers (state %s, policy %s)", cfg->listen, m.n,
                  cfg->state_dir, cfg->policy_path ? cfg->policy_path : "built-in: allow all, decode");
         uv_run(&loop, UV_RUN_DEFAULT);
