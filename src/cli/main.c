@@ -17,6 +17,7 @@ static const struct command commands[] = {
     { "intercept", cli_intercept, "enable | disable | status: transparent interception (nftables)" },
     { "compat", cli_compat, "list | show | detect | apply: the compatibility catalog" },
     { "conflicts", cli_conflicts, "list | clear | promote: learned exclusions (automatic avoidance)" },
+    { "explain", cli_explain, "URL [--app NAME] [--json]: the decision path for a request" },
 };
 
 static void usage(FILE *f)
