@@ -5,7 +5,10 @@ upstream_verify ("ok" or the reason)."""
 from helpers.client import ProxyClient, connect_tunnel, https_get
 
 KEYS = {"time", "client", "method", "url", "status", "bytes_in", "bytes_out",
-        "duration_ms", "mode", "upstream_verify"}
+        "duration_ms", "mode"}
+# the contract lists upstream_verify for every line; checked separately below
+# so a missing key on lines without an upstream TLS check is reported apart
+VERIFY_KEY = "upstream_verify"
 
 
 def check_keys(rec):
@@ -48,7 +51,7 @@ def test_decoded_request_logs_decode_line_with_https_url(agent, origins):
     check_keys(rec)
     assert rec["mode"] == "decode" and rec["status"] == 200 and rec["method"] == "GET"
     assert rec["url"] == "https://good.test:%d/logged/decode" % good.port, rec
-    assert rec["upstream_verify"] == "ok", rec
+    assert rec.get("upstream_verify") == "ok", rec
 
 
 def test_failed_verification_is_logged_with_the_reason(agent, origins):
@@ -59,7 +62,7 @@ def test_failed_verification_is_logged_with_the_reason(agent, origins):
     assert recs, agent.access_log_records()
     for rec in recs:
         check_keys(rec)
-    assert any("expired" in str(rec["upstream_verify"]).lower() for rec in recs), recs
+    assert any("expired" in str(rec.get("upstream_verify")).lower() for rec in recs), recs
 
 
 def test_tunnel_of_non_tls_traffic_logs_one_tunnel_line(agent, echo_server):
@@ -94,3 +97,21 @@ def test_every_line_is_json_and_every_request_is_logged(agent, origins):
             assert c.request("GET", plain.url("/count/%d" % i)).status == 200
     recs = agent.wait_access_log(lambda r: "/count/" in str(r.get("url")), count=5)
     assert sorted(r["url"].rsplit("/", 1)[1] for r in recs) == ["0", "1", "2", "3", "4"]
+
+
+def test_every_line_carries_the_upstream_verify_key(agent, origins, echo_server):
+    """The contract's key list holds for every mode, so log consumers can
+    rely on one schema (lines without an upstream TLS check may say so)."""
+    plain, good = origins["plain"], origins["good"]
+    with ProxyClient(agent.port) as c:
+        assert c.request("GET", plain.url("/schema")).status == 200
+    https_get(agent.port, "good.test", good.port, "/schema", cafile=agent.ca_path)
+    s, r = connect_tunnel(agent.port, "echo.test", echo_server.port)
+    s.sendall(b"not tls\r\n")
+    s.recv(100)
+    s.close()
+    recs = agent.wait_access_log(lambda r: "/schema" in str(r.get("url")) or
+                                 r.get("url") == "echo.test:%d" % echo_server.port, count=3)
+    assert len(recs) >= 3, recs
+    missing = [(r.get("mode"), r.get("url")) for r in recs if VERIFY_KEY not in r]
+    assert not missing, "lines without %s: %r" % (VERIFY_KEY, missing)

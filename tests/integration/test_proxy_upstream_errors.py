@@ -4,10 +4,12 @@ and a 502 HTML page naming the host and the reason, never the origin's
 content; an unreachable origin gives a 502 HTML page."""
 import re
 import socket
+import ssl
 
 import pytest
 
-from helpers.client import ProxyClient, connect_tunnel, https_get
+from helpers.client import (HTTPReader, ProxyClient, _request_bytes, connect_tunnel, https_get,
+                            peer_cert, tls_context)
 from helpers.pki import cert_names, load_cert, verify_issued_by
 from helpers.tools import curl_fetch
 
@@ -106,16 +108,37 @@ def test_http_to_name_that_does_not_resolve_gives_502_page(agent):
     assert_html_502(r, "nxdomain.invalid")
 
 
+def connect_then_expect_502(agent, host, port):
+    """CONNECT to an unreachable origin: either the CONNECT itself is
+    answered 502, or (the agent answers 200 first and peeks, as browsers
+    cannot show a CONNECT error body anyway) a TLS client gets a leaf
+    minted for the host and a 502 HTML page naming it, inside TLS."""
+    s, r = connect_tunnel(agent.port, host, port)
+    if r.status != 200:
+        s.close()
+        assert r.status == 502, r
+        return
+    try:
+        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname=host)
+    except (ssl.SSLError, OSError) as e:
+        s.close()
+        pytest.fail("CONNECT %s:%d answered 200, then the TLS handshake failed (%r): the user "
+                    "sees a connection error instead of a 502 page" % (host, port, e))
+    try:
+        verify_issued_by(peer_cert(tls), load_cert(agent.ca_path))
+        tls.sendall(_request_bytes("GET", "/", None, None, "%s:%d" % (host, port)))
+        page = HTTPReader(tls).response()
+    finally:
+        tls.close()
+    assert_html_502(page, host)
+
+
 def test_connect_to_refused_port_gives_502(agent):
-    s, r = connect_tunnel(agent.port, "closed.test", closed_port())
-    s.close()
-    assert r.status == 502, r
+    connect_then_expect_502(agent, "closed.test", closed_port())
 
 
 def test_connect_to_name_that_does_not_resolve_gives_502(agent):
-    s, r = connect_tunnel(agent.port, "nxdomain.invalid", 443)
-    s.close()
-    assert r.status == 502, r
+    connect_then_expect_502(agent, "nxdomain.invalid", 443)
 
 
 def test_origin_reset_mid_body_truncates_the_client_response(agent, origins):
