@@ -250,7 +250,7 @@ static int analyze_te(struct sv v, struct http_fields_info *fi, const char **why
             *why = "malformed Transfer-Encoding";
             return HTTP_ERROR;
         }
-        if (sv_ieq_cstr(name, "chunked")) {
+        if (HTTP_IEQ(name, "chunked")) {
             if (semi) {
                 *why = "chunked transfer coding with parameters";
                 return HTTP_ERROR;
@@ -270,11 +270,11 @@ static void analyze_connection(struct sv v, struct http_fields_info *fi)
 {
     struct sv rest = v, e;
     while (http_list_next(&rest, &e)) {
-        if (sv_ieq_cstr(e, "close"))
+        if (HTTP_IEQ(e, "close"))
             fi->conn_close = true;
-        else if (sv_ieq_cstr(e, "keep-alive"))
+        else if (HTTP_IEQ(e, "keep-alive"))
             fi->conn_keep_alive = true;
-        else if (sv_ieq_cstr(e, "upgrade"))
+        else if (HTTP_IEQ(e, "upgrade"))
             fi->conn_upgrade = true;
     }
 }
@@ -289,27 +289,27 @@ int http_fields_analyze(const struct http_header *h, size_t n, struct http_field
         /* Dispatch on length first: most fields are none of these. */
         switch (name.n) {
         case 4:
-            if (sv_ieq_cstr(name, "host") && fi->nhost++ == 0)
+            if (HTTP_IEQ(name, "host") && fi->nhost++ == 0)
                 fi->host = &h[i];
             break;
         case 6:
-            if (sv_ieq_cstr(name, "expect") && !fi->expect)
+            if (HTTP_IEQ(name, "expect") && !fi->expect)
                 fi->expect = &h[i];
             break;
         case 7:
-            if (sv_ieq_cstr(name, "upgrade") && !fi->upgrade)
+            if (HTTP_IEQ(name, "upgrade") && !fi->upgrade)
                 fi->upgrade = &h[i];
             break;
         case 10:
-            if (sv_ieq_cstr(name, "connection"))
+            if (HTTP_IEQ(name, "connection"))
                 analyze_connection(h[i].value, fi);
             break;
         case 14:
-            if (sv_ieq_cstr(name, "content-length"))
+            if (HTTP_IEQ(name, "content-length"))
                 rc = analyze_cl(h[i].value, fi, why);
             break;
         case 17:
-            if (sv_ieq_cstr(name, "transfer-encoding"))
+            if (HTTP_IEQ(name, "transfer-encoding"))
                 rc = analyze_te(h[i].value, fi, why);
             break;
         default:
@@ -341,7 +341,7 @@ bool http_is_hop_by_hop(const struct http_header *h, size_t n, struct sv name)
         if (sv_ieq_cstr(name, fixed[i]))
             return true;
     for (size_t i = 0; i < n; i++) {
-        if (!sv_ieq_cstr(h[i].name, "connection") && !sv_ieq_cstr(h[i].name, "proxy-connection"))
+        if (!HTTP_IEQ(h[i].name, "connection") && !HTTP_IEQ(h[i].name, "proxy-connection"))
             continue;
         struct sv rest = h[i].value, e;
         while (http_list_next(&rest, &e))

@@ -15,6 +15,23 @@
 extern const unsigned char http_tchar_tab[256];
 static inline bool http_is_tchar(unsigned char c) { return http_tchar_tab[c] != 0; }
 
+/* ASCII case-insensitive match of a token against a lower-case literal
+ * (no strlen, no locale: this runs for every field of every message). */
+static inline bool http_ieq_n(struct sv a, const char *lower, size_t n)
+{
+    if (a.n != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a.p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + 32);
+        if (c != (unsigned char)lower[i])
+            return false;
+    }
+    return true;
+}
+#define HTTP_IEQ(sv, lit) http_ieq_n((sv), lit, sizeof(lit) - 1)
+
 /* Copies `lim` (or the defaults when NULL) and clamps max_headers. */
 void http_limits_norm(const struct http_limits *lim, struct http_limits *out);
 

@@ -22,7 +22,7 @@ static void hop_collect(const struct http_header *h, size_t n, struct hop_set *h
     hs->n = 0;
     hs->overflow = false;
     for (size_t i = 0; i < n; i++) {
-        if (!sv_ieq_cstr(h[i].name, "connection") && !sv_ieq_cstr(h[i].name, "proxy-connection"))
+        if (!HTTP_IEQ(h[i].name, "connection") && !HTTP_IEQ(h[i].name, "proxy-connection"))
             continue;
         struct sv rest = h[i].value, e;
         while (http_list_next(&rest, &e)) {
@@ -62,9 +62,9 @@ static int write_fields(struct buf *out, const struct http_header *h, size_t n, 
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct sv name = h[i].name;
-        if (skip_host && sv_ieq_cstr(name, "host"))
+        if (skip_host && HTTP_IEQ(name, "host"))
             continue;
-        if (!(keep_upgrade && sv_ieq_cstr(name, "upgrade")) && hop_is(h, n, &hs, name))
+        if (!(keep_upgrade && HTTP_IEQ(name, "upgrade")) && hop_is(h, n, &hs, name))
             continue;
         rc = put_sv(out, name);
         if (!rc)
@@ -84,7 +84,7 @@ static int write_te(struct buf *out, const struct http_header *h, size_t n)
     bool first = true;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (!sv_ieq_cstr(h[i].name, "transfer-encoding"))
+        if (!HTTP_IEQ(h[i].name, "transfer-encoding"))
             continue;
         rc = buf_append_str(out, first ? "Transfer-Encoding: " : ", ");
         if (!rc)
@@ -112,7 +112,7 @@ static int write_request_start(struct buf *out, const struct http_request *req)
         return rc;
     if (req->form == HTTP_FORM_ABSOLUTE) {
         bool v6 = memchr(req->host.p, ':', req->host.n) != NULL;
-        uint16_t def = sv_ieq_cstr(req->scheme, "https") ? 443 : 80;
+        uint16_t def = HTTP_IEQ(req->scheme, "https") ? 443 : 80;
         rc = buf_printf(out, "Host: %s%.*s%s", v6 ? "[" : "", (int)req->host.n, req->host.p,
                         v6 ? "]" : "");
         if (!rc && req->port != def)
