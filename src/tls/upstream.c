@@ -3,9 +3,9 @@
  * Verification runs inside the handshake (SSL_VERIFY_NONE only stops a
  * failure from aborting it), so SSL_get_verify_result holds the first
  * problem OpenSSL found, including the host name check set up by
- * tls_upstream_prepare. Client sessions are remembered per host in a small
- * direct-mapped table hung off the SSL_CTX, so a second connection to the
- * same origin resumes (a resumed session keeps its verify result). */
+ * tls_upstream_prepare. Client sessions that verified are remembered per
+ * host in a small direct-mapped table hung off the SSL_CTX, so a second
+ * connection to the same origin resumes (keeping its verify result). */
 #include "tls/upstream.h"
 
 #include <arpa/inet.h>
@@ -77,15 +77,23 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct sess_cache *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_sess_idx);
     char host[256];
-    if (!c || !ssl_host(ssl, host, sizeof host))
+    /* A copy: OpenSSL marks the original unresumable when the connection
+     * ends without close_notify, which origins and our own teardown often
+     * do; the copy keeps its verify result and peer chain. */
+    /* Only verified sessions are kept: a failure must be seen afresh on
+     * the next connection, not replayed from a resumed session. */
+    if (!c || SSL_get_verify_result(ssl) != X509_V_OK)
+        return 0;
+    SSL_SESSION *copy = ssl_host(ssl, host, sizeof host) ? SSL_SESSION_dup(sess) : NULL;
+    if (!copy)
         return 0;
     struct sess_slot *s = &c->slots[host_slot(host)];
     pthread_mutex_lock(&c->mu);
     SSL_SESSION_free(s->sess);
-    s->sess = sess;
+    s->sess = copy;
     memcpy(s->host, host, sizeof host);
     pthread_mutex_unlock(&c->mu);
-    return 1;                       /* we keep the reference */
+    return 0;                       /* OpenSSL keeps its own reference */
 }
 
 static void sess_resume(SSL *ssl, const char *host)
