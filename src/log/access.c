@@ -163,7 +163,10 @@ static void format_json(struct out *o, const struct access_record *r)
          (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
          (double)r->duration_us / 1000.0);
     json_kv(o, "mode", r->mode);
-    json_kv(o, "upstream_verify", r->upstream_verify);
+    if (r->upstream_verify)
+        json_kv(o, "upstream_verify", r->upstream_verify);
+    else
+        puts_(o, ",\"upstream_verify\":null");   /* no TLS towards the origin checked here */
     json_kv(o, "sni", r->sni);
     json_kv(o, "dst", r->dst);
     json_kv(o, "app", r->app);
