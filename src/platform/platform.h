@@ -89,6 +89,12 @@ void platform_proc_cache_stats(const struct platform_proc_cache *c,
  * and the socket would be redirected back into the agent. */
 int platform_mark_upstream_socket(int fd, char *err, size_t errlen);
 
+/* The original destination of a connection the redirect rule sent to the
+ * agent's transparent listener (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST).
+ * -ENOENT when fd was not redirected (a direct connection to the port). */
+int platform_original_dst(int fd, struct sockaddr_storage *out, socklen_t *outlen,
+                          char *err, size_t errlen);
+
 #define PLATFORM_TABLE_NAME "shoji"   /* family inet */
 #define PLATFORM_MAX_PORTS 16
 #define PLATFORM_MAX_EXCLUDES 64

@@ -316,14 +316,3 @@ int platform_intercept_down(char *err, size_t errlen)
 {
     return nft_run("flush set " TABLE " live\n", NULL, err, errlen);
 }
-
-int platform_mark_upstream_socket(int fd, char *err, size_t errlen)
-{
-    unsigned mark = PLATFORM_UPSTREAM_MARK;
-    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
-        return util_err(err, errlen, -errno,
-                        "SO_MARK on an upstream socket: %s (the agent needs CAP_NET_ADMIN for "
-                        "transparent interception, or its own traffic loops back into it)",
-                        strerror(errno));
-    return 0;
-}
