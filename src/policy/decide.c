@@ -70,9 +70,10 @@ static bool match_facts(const struct pat_set *s, const struct policy_facts *f, u
         consider(h, pat_match_host(s, host), f->host && *f->host ? POLICY_ON_HOST : POLICY_ON_SNI, host);
     if ((flags & F_SNI) && f->sni && *f->sni && host != f->sni)
         consider(h, pat_match_host(s, f->sni), POLICY_ON_SNI, f->sni);
+    int ai = pat_match_addr(s, f->dst.family, f->dst.a);
     char ip[INET6_ADDRSTRLEN];
-    if (addr_text(&f->dst, ip, sizeof ip))
-        consider(h, pat_match_addr(s, f->dst.family, f->dst.a), POLICY_ON_IP, ip);
+    if (ai >= 0 && (h->idx < 0 || ai < h->idx) && addr_text(&f->dst, ip, sizeof ip))
+        consider(h, ai, POLICY_ON_IP, ip);
     if (host && (flags & (F_PATH | F_ROOT))) {
         const char *path = (flags & F_PATH) && f->path && *f->path ? f->path : "/";
         int idx = pat_match_url(s, host, path);

@@ -204,6 +204,7 @@ struct pat {
 struct name_index {
     struct pmap exact;          /* name -> list index */
     struct pmap suffix;         /* glob's literal suffix -> first pat position */
+    uint64_t suffix_lens[(PAT_NAME_MAX + 64) / 64];  /* lengths present in suffix */
     int32_t *tail_star;         /* globs ending in `*`: scanned */
     size_t ntail_star;
 };
@@ -354,6 +355,8 @@ static int index_name(struct pat_set *s, struct name_index *ix, int32_t pos)
     int r = pmap_put(&ix->suffix, star + 1, sl, pos, &slot);
     if (r < 0)
         return r;
+    if (sl <= PAT_NAME_MAX)
+        ix->suffix_lens[sl / 64] |= 1ULL << (sl % 64);
     if (r == 1) {   /* chain in list order: the earliest match is found first */
         int32_t *link = slot;
         while (*link >= 0)
@@ -566,6 +569,9 @@ static int name_index_match(const struct pat_set *s, const struct name_index *ix
         for (size_t i = n; i-- > 0;) {
             h ^= (unsigned char)lc(name[i]);
             h *= FNV_PRIME;
+            size_t sl = n - i;   /* probe only lengths some glob suffix has */
+            if (!(ix->suffix_lens[sl / 64] & (1ULL << (sl % 64))))
+                continue;
             int32_t *head = pmap_get_h(&ix->suffix, h, name + i, n - i);
             for (int32_t pos = head ? *head : -1; pos >= 0; pos = s->pats[pos].next) {
                 const struct pat *p = &s->pats[pos];
