@@ -10,7 +10,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "http/http1.h"
 
@@ -483,6 +489,163 @@ static void test_hop_by_hop_includes_fields_named_in_connection(void **state)
     assert_false(http_is_hop_by_hop(req.headers, req.nheaders, SV("Content-Length")));
 }
 
+/* Real clients: curl sends through a loopback socket we listen on. */
+static int listen_loopback(unsigned *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Reads from fd until pred says stop; at most `cap` bytes, 10 s per read. */
+static size_t read_more(int fd, char *buf, size_t have, size_t cap)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    assert_true(have < cap);
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    ssize_t n = read(fd, buf + have, cap - have);
+    assert_true(n > 0);
+    return have + (size_t)n;
+}
+
+static int accept_and_read_head(int lfd, char *buf, size_t cap, size_t *have,
+                                struct http_request *req)
+{
+    struct pollfd p = { .fd = lfd, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0);
+    int rc;
+    *have = 0;
+    while ((rc = http_parse_request(buf, *have, NULL, req)) == HTTP_NEED_MORE)
+        *have = read_more(fd, buf, *have, cap);
+    if (rc < 0)
+        fail_msg("curl's request refused: %d %s", req->error_status, req->error_reason);
+    return fd;
+}
+
+static bool have_curl(void) { return system("curl --version >/dev/null 2>&1") == 0; }
+
+static void test_real_curl_request_through_the_proxy_port_is_parsed_and_answered(void **state)
+{
+    (void)state;
+    if (!have_curl())
+        skip();
+    unsigned port;
+    int lfd = listen_loopback(&port);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s -m 10 -x http://127.0.0.1:%u -H 'X-Test: yes' "
+             "-H 'Connection: X-Test' 'http://Example.TEST:8081/a/b?c=d'", port);
+    FILE *out = popen(cmd, "r");
+    assert_non_null(out);
+    static char buf[65536];
+    size_t have;
+    struct http_request req;
+    int fd = accept_and_read_head(lfd, buf, sizeof buf, &have, &req);
+    assert_int_equal(req.form, HTTP_FORM_ABSOLUTE);
+    assert_sv(req.host, "Example.TEST");
+    assert_int_equal(req.port, 8081);
+    assert_sv(req.path, "/a/b?c=d");
+    assert_true(req.keep_alive);
+    assert_int_equal(req.body, HTTP_BODY_NONE);
+    /* Forwarding drops the field curl named in Connection. */
+    struct buf fwd;
+    buf_init(&fwd, 65536);
+    assert_int_equal(http_write_request_head(&fwd, &req, NULL), 0);
+    assert_null(memmem(fwd.p, fwd.len, "X-Test", 6));
+    const char *start = "GET /a/b?c=d HTTP/1.1\r\nHost: Example.TEST:8081\r\n";
+    assert_true(fwd.len > strlen(start) && memcmp(fwd.p, start, strlen(start)) == 0);
+    buf_free(&fwd);
+    /* Answer with a head made by the response writer: curl must take it. */
+    const char *origin = "HTTP/1.1 200 \r\nContent-Length: 16\r\nConnection: X-Secret\r\nX-Secret: 1\r\n\r\n";
+    struct http_response resp;
+    struct buf b;
+    assert_true(http_parse_response(origin, strlen(origin), NULL, SV("GET"), &resp) > 0);
+    buf_init(&b, 4096);
+    assert_int_equal(http_write_response_head(&b, &resp, false, NULL), 0);
+    assert_int_equal(buf_append_str(&b, "hello from shoji"), 0);
+    assert_int_equal(write(fd, b.p, b.len), (ssize_t)b.len);
+    buf_free(&b);
+    char body[64] = { 0 };
+    size_t n = fread(body, 1, sizeof body - 1, out);
+    int st = pclose(out);
+    close(fd);
+    close(lfd);
+    assert_int_equal(n, 16);
+    assert_string_equal(body, "hello from shoji");
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_real_curl_chunked_upload_decodes_to_the_file_it_sent(void **state)
+{
+    (void)state;
+    if (!have_curl())
+        skip();
+    char path[] = "/tmp/shoji-http1-upload-XXXXXX";
+    int tfd = mkstemp(path);
+    assert_true(tfd >= 0);
+    static unsigned char file[300000];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof file; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        file[i] = (unsigned char)x;
+    }
+    assert_int_equal(write(tfd, file, sizeof file), (ssize_t)sizeof file);
+    close(tfd);
+    unsigned port;
+    int lfd = listen_loopback(&port);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s -m 10 -o /dev/null -w '%%{http_code}' -x http://127.0.0.1:%u "
+             "-H 'Transfer-Encoding: chunked' -H 'Expect:' --data-binary @%s http://upload.test/up",
+             port, path);
+    FILE *out = popen(cmd, "r");
+    assert_non_null(out);
+    static char buf[1 << 20];
+    static unsigned char got[sizeof file];
+    size_t have, got_len = 0;
+    struct http_request req;
+    int fd = accept_and_read_head(lfd, buf, sizeof buf, &have, &req);
+    assert_int_equal(req.body, HTTP_BODY_CHUNKED);
+    size_t off = (size_t)http_parse_request(buf, have, NULL, &req);
+    struct http_chunked c;
+    http_chunked_init(&c);
+    for (int rounds = 0; rounds < 100000; rounds++) {
+        size_t used;
+        struct sv data;
+        int rc = http_chunked_step(&c, buf + off, have - off, &used, &data);
+        off += used;
+        if (rc == HTTP_CHUNK_DONE)
+            break;
+        assert_int_not_equal(rc, HTTP_ERROR);
+        if (rc == HTTP_CHUNK_DATA) {
+            assert_true(got_len + data.n <= sizeof got);
+            memcpy(got + got_len, data.p, data.n);
+            got_len += data.n;
+            continue;
+        }
+        off = have = 0;                 /* all consumed: read the next piece */
+        have = read_more(fd, buf, 0, sizeof buf);
+    }
+    const char *ok = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_int_equal(write(fd, ok, strlen(ok)), (ssize_t)strlen(ok));
+    char code[8] = { 0 };
+    assert_true(fread(code, 1, sizeof code - 1, out) > 0);
+    int st = pclose(out);
+    close(fd);
+    close(lfd);
+    unlink(path);
+    assert_int_equal(got_len, sizeof file);
+    assert_memory_equal(got, file, sizeof file);
+    assert_string_equal(code, "201");
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +666,8 @@ int main(void)
         cmocka_unit_test(test_writer_that_does_not_fit_fails_and_leaves_the_buffer_unchanged),
         cmocka_unit_test(test_reason_phrases_are_the_standard_ones),
         cmocka_unit_test(test_hop_by_hop_includes_fields_named_in_connection),
+        cmocka_unit_test(test_real_curl_request_through_the_proxy_port_is_parsed_and_answered),
+        cmocka_unit_test(test_real_curl_chunked_upload_decodes_to_the_file_it_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
