@@ -11,6 +11,12 @@
                             started; every agent is stopped at teardown with
                             the exit-status and sanitizer checks
   agent          (function) a started agent with the defaults below
+  shared_agent   (module)   one started agent for a whole test module (start-up
+                            of an ASan build costs ~1.5 s); a module opts in by
+                            defining its `agent` fixture from `shared` (see
+                            test_proxy_http.py). After each test
+                            it must still be running; at module end it is
+                            stopped with the same checks.
 Defaults of an agent: a fresh state dir under tmp_path, --hosts hosts_file,
 --upstream-ca the test root CA, --access-log tmp_path/access.log, --workers 2.
 """
@@ -125,3 +131,23 @@ def agent_factory(tmp_path, hosts_file, pki):
 @pytest.fixture
 def agent(agent_factory):
     return agent_factory().start()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory, hosts_file, pki):
+    d = tmp_path_factory.mktemp("shared-agent")
+    a = Agent(str(d / "state"), hosts_path=hosts_file, upstream_ca=pki.ca_cert_path,
+              access_log=str(d / "access.log"))
+    a.ca_init()
+    a.start()
+    yield a
+    a.stop(check=True)
+
+
+@pytest.fixture
+def shared(shared_agent):
+    """Use as `agent` in a module: `@pytest.fixture\ndef agent(shared): return shared`."""
+    yield shared_agent
+    if not shared_agent.running():
+        pytest.fail("the agent died during this test (exit %s)\nstderr:\n%s" % (
+            shared_agent.proc.returncode, shared_agent.stderr()), pytrace=False)

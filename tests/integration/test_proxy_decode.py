@@ -10,6 +10,12 @@ from helpers.pki import cert_names, load_cert, verify_issued_by
 from helpers.tools import curl_fetch, pem_certs, s_client
 
 
+@pytest.fixture
+def agent(shared):
+    """One agent for this module (see conftest.shared_agent)."""
+    return shared
+
+
 def issued_by_agent_ca(cert, agent):
     """The leaf names the agent's CA as issuer and is signed by its key."""
     verify_issued_by(cert, load_cert(agent.ca_path))
@@ -97,7 +103,8 @@ def test_decoded_connection_keeps_alive_and_reuses_one_upstream_connection(agent
     assert len(conns) == 1, "3 requests on one client connection used %d upstream connections" % len(conns)
 
 
-def test_leaf_is_cached_on_disk_and_a_restart_reuses_it(agent, origins):
+def test_leaf_is_cached_on_disk_and_a_restart_reuses_it(agent_factory, origins):
+    agent = agent_factory().start()
     good = origins["good"]
     _, leaf1 = https_get(agent.port, "good.test", good.port, "/r1", cafile=agent.ca_path)
     agent.restart()

@@ -12,6 +12,12 @@ from helpers.origin import pattern
 from helpers.tools import curl
 
 
+@pytest.fixture
+def agent(shared):
+    """One agent for this module (see conftest.shared_agent)."""
+    return shared
+
+
 def test_curl_get_through_agent(agent, origins):
     plain = origins["plain"]
     p = curl(agent.port, plain.url("/get?x=1"), "-i")
@@ -229,3 +235,87 @@ def test_connection_close_request_gets_response_then_close(agent, origins):
         r = c.request("GET", plain.url("/bye"), headers=[("Connection", "close")])
         assert r.status == 200 and plain.marker in r.text
         assert c.is_closed(5), "agent kept the client connection open after Connection: close"
+
+
+def test_pipelined_requests_are_answered_in_order(agent, origins):
+    plain = origins["plain"]
+    reqs = b"".join(("GET %s HTTP/1.1\r\nHost: plain.test:%d\r\n\r\n" % (plain.url("/pipe/%d" % i), plain.port))
+                    .encode() for i in range(3))
+    with ProxyClient(agent.port) as c:
+        c.send_raw(reqs)
+        for i in range(3):
+            r = c.response()
+            assert r.status == 200 and ("/pipe/%d" % i) in r.text, (i, r)
+
+
+def test_http10_client_gets_a_response_and_close(agent, origins):
+    plain = origins["plain"]
+    with ProxyClient(agent.port) as c:
+        c.send_raw(("GET %s HTTP/1.0\r\nHost: plain.test:%d\r\n\r\n" % (plain.url("/old"), plain.port)).encode())
+        r = c.response()
+        assert r.status == 200 and plain.marker in r.text
+        assert c.is_closed(5), "HTTP/1.0 request without keep-alive: connection should close"
+
+
+def test_oversized_request_head_gets_431_not_a_crash(agent, origins):
+    plain = origins["plain"]
+    big = "X-Big: " + "a" * 200000
+    with ProxyClient(agent.port) as c:
+        try:
+            c.send_raw(("GET %s HTTP/1.1\r\nHost: plain.test\r\n%s\r\n\r\n" % (plain.url("/big"), big)).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent may stop reading once past its limit
+        c.sock.settimeout(5)
+        v, status, _, _ = c.reader.head()
+        assert status in (431, 400), status
+    assert plain.requests == []
+
+
+def test_many_concurrent_clients(agent, origins):
+    """20 clients at once, 5 requests each, all answered correctly."""
+    import threading
+    plain = origins["plain"]
+    errors = []
+
+    def client(n):
+        try:
+            with ProxyClient(agent.port) as c:
+                for i in range(5):
+                    r = c.request("GET", plain.url("/bytes/%d" % (1000 + n * 10 + i)))
+                    assert r.status == 200 and r.body == pattern(1000 + n * 10 + i)
+        except Exception as e:  # collected and reported below
+            errors.append("client %d: %r" % (n, e))
+
+    ts = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errors, errors
+    assert len(plain.requests_for("/bytes/")) == 100
+
+
+def test_response_without_length_is_delimited_by_close(agent, make_origin):
+    """An origin answering HTTP/1.0-style (no Content-Length, no chunked,
+    close) must still reach the client whole."""
+    import socket as so
+    import threading
+    srv = so.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    body = b"close-delimited " * 5000
+
+    def serve():
+        c, _ = srv.accept()
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+        c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", "http://plain.test:%d/eof" % port)
+            assert r.status == 200 and r.body == body, (r.status, len(r.body))
+    finally:
+        srv.close()

@@ -4,6 +4,8 @@ import stat
 import threading
 import time
 
+import pytest
+
 from helpers.agent import run_cli
 from helpers.client import ProxyClient, connect_tunnel
 from helpers.origin import pattern_sha256

@@ -13,6 +13,12 @@ from helpers.client import (HTTPReader, ProxyClient, _request_bytes, connect_tun
 from helpers.pki import cert_names, load_cert, verify_issued_by
 from helpers.tools import curl_fetch
 
+
+@pytest.fixture
+def agent(shared):
+    """One agent for this module (see conftest.shared_agent)."""
+    return shared
+
 CASES = {
     # origin key: (host, regex the page must match for the reason)
     "expired": ("expired.test", r"expired"),

@@ -178,3 +178,26 @@ class Server:
         if check:
             assert not any(m in err for m in SANITIZER_MARKS), err[-4000:]
             assert rc == 0, "shoji-server exited with %d: %s" % (rc, err[-2000:])
+
+
+def curl(port, method, path, data, headers=(), auth=None):
+    """Sends `data` (bytes) with curl, which uses Expect: 100-continue for
+    large bodies, so an early refusal is read instead of a broken pipe.
+    Returns (status, parsed JSON body or None)."""
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        cmd = ["curl", "-sk", "-X", method, "--data-binary", "@" + f.name,
+               "-w", "\n%{http_code}", "https://127.0.0.1:%d%s" % (port, path)]
+        for h in headers:
+            cmd += ["-H", h]
+        if auth:
+            cmd += ["-H", "Authorization: Bearer " + auth]
+        p = subprocess.run(cmd, capture_output=True, timeout=60)
+    body, _, code = p.stdout.rpartition(b"\n")
+    try:
+        j = json.loads(body) if body else None
+    except ValueError:
+        j = None
+    return int(code or 0), j
