@@ -121,7 +121,7 @@ static int load_sections(struct catdb *db, char *err, size_t errlen)
         return rc;                                                                   \
     dst = p;                                                                         \
     cnt = n;
-    size_t nmeta, nslots;
+    size_t nmeta, nslots, nbloom;
     SEC(CDB_SEC_META, struct cdb_meta, 1, db->meta, nmeta);
     SEC(CDB_SEC_STR, char, 1, db->str, db->str_size);
     SEC(CDB_SEC_CATS, struct cdb_cat, 1, db->cats, db->ncats);
@@ -132,6 +132,7 @@ static int load_sections(struct catdb *db, char *err, size_t errlen)
     SEC(CDB_SEC_URLHOSTS, struct cdb_urlhost, 0, db->urlhosts, db->nurlhosts);
     SEC(CDB_SEC_URLS, struct cdb_url, 0, db->urls, db->nurls);
     SEC(CDB_SEC_EXPRS, struct cdb_expr, 0, db->exprs, db->nexprs);
+    SEC(CDB_SEC_BLOOM, uint64_t, 1, db->bloom, nbloom);
 #undef SEC
     if (nmeta != 1)
         return util_err(err, errlen, -EINVAL, "bad meta section");
@@ -142,6 +143,9 @@ static int load_sections(struct catdb *db, char *err, size_t errlen)
     if (nslots & (nslots - 1))
         return util_err(err, errlen, -EINVAL, "slot count %zu is not a power of two", nslots);
     db->slot_mask = nslots - 1;
+    if (nbloom & (nbloom - 1))
+        return util_err(err, errlen, -EINVAL, "filter size %zu is not a power of two", nbloom);
+    db->bloom_mask = nbloom - 1;
     db->max_probe = db->meta->max_probe;
     if (db->max_probe > nslots)
         return util_err(err, errlen, -EINVAL, "bad probe bound %u", db->max_probe);

@@ -387,6 +387,8 @@ struct tables {
     struct cdb_meta meta;
     struct cdb_slot *slots;
     size_t nslots;
+    uint64_t *bloom;
+    size_t nbloom;
     struct vec16 pool;
     struct cdb_urlhost *uh;
     size_t nuh;
@@ -403,6 +405,7 @@ struct tables {
 static void tables_free(struct tables *t)
 {
     free(t->slots);
+    free(t->bloom);
     free(t->pool.v);
     free(t->uh);
     free(t->urls);
@@ -469,6 +472,11 @@ static int build_slots(const struct cdb_builder *b, struct tables *t)
     if (!t->slots || !t->uh || !t->urls || !t->order || !t->tmp)
         return -ENOMEM;
     t->nslots = cap;
+    t->nbloom = 1;
+    while (t->nbloom * 8 < b->nkeys)          /* 64 bits per 8 keys */
+        t->nbloom *= 2;
+    if (!(t->bloom = calloc(t->nbloom, sizeof *t->bloom)))
+        return -ENOMEM;
     for (size_t i = 0; i < b->nkeys; i++) {
         const struct key *k = &b->keys[i];
         struct cdb_slot s = { (uint32_t)(k->hash >> 32), k->key_off, CDB_CATS_NONE, CDB_NO_URLS };
@@ -483,6 +491,7 @@ static int build_slots(const struct cdb_builder *b, struct tables *t)
                 return -ENOMEM;
             t->meta.url_label_mask |= bit;
         }
+        t->bloom[cdb_bloom_word(k->hash, t->nbloom - 1)] |= cdb_bloom_bits(k->hash);
         size_t j = k->hash & (cap - 1);
         uint32_t dist = 0;
         while (t->slots[j].key_off) {
@@ -545,6 +554,7 @@ static int assemble(const struct cdb_builder *b, const struct tables *t, int64_t
         { CDB_SEC_URLHOSTS, t->uh, t->nuh * sizeof *t->uh },
         { CDB_SEC_URLS, t->urls, t->nurls * sizeof *t->urls },
         { CDB_SEC_EXPRS, t->expr, b->nexpr * sizeof *t->expr },
+        { CDB_SEC_BLOOM, t->bloom, t->nbloom * sizeof *t->bloom },
     };
     size_t nsec = UTIL_ARRAY_LEN(secs);
     struct cdb_section tab[UTIL_ARRAY_LEN(secs)];

@@ -51,6 +51,7 @@ enum cdb_section_id {
     CDB_SEC_URLHOSTS = 8,       /* struct cdb_urlhost[] */
     CDB_SEC_URLS = 9,           /* struct cdb_url[] */
     CDB_SEC_EXPRS = 10,         /* struct cdb_expr[] */
+    CDB_SEC_BLOOM = 11,         /* uint64_t[], power-of-two count: 2 bits per key */
 };
 
 struct cdb_meta {
@@ -138,6 +139,19 @@ static inline uint64_t cdb_hash_key(const char *s, uint32_t n)
     while (n)
         h = cdb_hash_step(h, (unsigned char)s[--n]);
     return cdb_hash_final(h);
+}
+
+/* The Bloom filter in front of the slot table: two bits in one 64-bit word
+ * per key, about 8 bits per key, so ~5% of absent suffixes reach the table
+ * and the filter (a few hundred KiB) stays in cache. */
+static inline uint64_t cdb_bloom_word(uint64_t h, uint64_t nwords_mask)
+{
+    return (h >> 12) & nwords_mask;
+}
+
+static inline uint64_t cdb_bloom_bits(uint64_t h)
+{
+    return (1ull << (h & 63)) | (1ull << ((h >> 6) & 63));
 }
 
 static inline unsigned cdb_label_bit(unsigned labels)

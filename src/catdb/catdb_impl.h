@@ -32,6 +32,8 @@ struct catdb {
     size_t npool;
     const struct cdb_slot *slots;
     uint64_t slot_mask;
+    const uint64_t *bloom;
+    uint64_t bloom_mask;
     uint32_t max_probe;
     const struct cdb_urlhost *urlhosts;
     uint32_t nurlhosts;

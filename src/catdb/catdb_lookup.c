@@ -107,14 +107,18 @@ static void match_urls(const struct catdb *db, uint32_t urls, const char *path, 
     }
 }
 
-/* Walks the host's dot-suffixes from the shortest, hashing backwards once. */
+/* Walks the host's dot-suffixes, hashing backwards once. Suffixes that the
+ * label-count masks and the Bloom filter let through are probed; their slots
+ * are prefetched together first, so the cache misses overlap. */
+#define WALK_MAX 128   /* a 253-byte host has at most 127 labels */
 static void walk(const struct catdb *db, const char *h, size_t n, int is_ip, const char *path, struct catset *out)
 {
     size_t ustart = is_ip ? 0 : cdb_www_strip(h, (uint32_t)n);
-    uint64_t hash = CDB_FNV_OFFSET;
+    uint64_t hash = CDB_FNV_OFFSET, dmask = db->meta->dom_label_mask, umask = db->meta->url_label_mask;
+    uint64_t hs[WALK_MAX];
+    size_t at[WALK_MAX], nc = 0;
     unsigned labels = 0;
-    uint64_t dmask = db->meta->dom_label_mask, umask = db->meta->url_label_mask;
-    for (size_t i = n; i-- > 0;) {
+    for (size_t i = n; i-- > 0 && nc < WALK_MAX;) {
         hash = cdb_hash_step(hash, (unsigned char)h[i]);
         if (i != 0 && h[i - 1] != '.')
             continue;
@@ -122,14 +126,22 @@ static void walk(const struct catdb *db, const char *h, size_t n, int is_ip, con
         if (is_ip && i != 0)
             continue;                       /* IP literals match exactly */
         uint64_t bit = 1ull << cdb_label_bit(labels);
-        int want_url = (i == ustart) && (umask & bit);
-        if (!(dmask & bit) && !want_url)
+        if (!(dmask & bit) && !(i == ustart && (umask & bit)))
             continue;
-        const struct cdb_slot *sl = probe(db, h + i, n - i, cdb_hash_final(hash));
+        uint64_t f = cdb_hash_final(hash);
+        uint64_t want = cdb_bloom_bits(f);
+        if ((db->bloom[cdb_bloom_word(f, db->bloom_mask)] & want) != want)
+            continue;
+        __builtin_prefetch(&db->slots[f & db->slot_mask]);
+        hs[nc] = f;
+        at[nc++] = i;
+    }
+    for (size_t c = 0; c < nc; c++) {
+        const struct cdb_slot *sl = probe(db, h + at[c], n - at[c], hs[c]);
         if (!sl)
             continue;
         add_cats(db, sl->cats, out);
-        if (i == ustart && sl->urls != CDB_NO_URLS)
+        if (at[c] == ustart && sl->urls != CDB_NO_URLS)
             match_urls(db, sl->urls, path, out);
     }
 }
