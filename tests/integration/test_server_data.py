@@ -224,7 +224,7 @@ def test_conflicts_are_aggregated_across_agents_and_stats_count_blocks(srv, admi
     detail = admin.get("/api/v1/agents/" + ids[0]).json
     assert {c["host"] for c in detail["recent_conflicts"]} == {"x.icrc.trendmicro.com", "login.skype.com"}
 
-    hour = now - now % 3600
+    hour = (now - 5) - (now - 5) % 3600
     put_batch(agents[0], "logs", "l1", [
         log_line(now - 5, "g.test", "block", cats=["games"]),
         log_line(now - 4, "g.test", "block", cats=["games"]),
@@ -232,9 +232,12 @@ def test_conflicts_are_aggregated_across_agents_and_stats_count_blocks(srv, admi
         log_line(now - 2, "n.test", "allow", cats=["news"]),
         log_line(now - 7200, "old.test", "block", cats=["games"])])
     st = admin.get("/api/v1/stats/blocked").json
-    this_hour = {(p["category"], p["blocked"]) for p in st["per_hour"] if p["hour"] == hour}
-    assert this_hour == {("games", 2), ("gambling", 1)}
+    recent = {}
+    for p in st["per_hour"]:
+        if p["hour"] >= hour:
+            recent[p["category"]] = recent.get(p["category"], 0) + p["blocked"]
+    assert recent == {"games": 2, "gambling": 1}
     assert sum(p["blocked"] for p in st["per_hour"]) == 4    # last 24 h by default
-    assert st["top_hosts"][0] == {"host": "g.test", "blocked": 3}
+    assert st["top_hosts"][0] == {"host": "g.test", "blocked": 2}
     st = admin.get("/api/v1/stats/blocked?from=%d" % (now - 60)).json
     assert sum(p["blocked"] for p in st["per_hour"]) == 3
