@@ -27,14 +27,14 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: shoji conflicts list [--state-dir DIR] [--catalog FILE]\n"
         "       shoji conflicts clear [HOST] [--state-dir DIR]\n"
-        "       shoji conflicts promote HOST --policy FILE [--scope app-host|host] [--state-dir DIR]\n"
+        "       shoji conflicts promote HOST --policy FILE [--scope app+host|host] [--state-dir DIR]\n"
         "\n"
         "When an application rejects shoji's certificate, the agent stops decoding that\n"
         "application's traffic to that host for a while and records it here (learned\n"
         "exclusions, STATE/%s).\n"
         "  list      the learned exclusions, with the catalog entry that explains each\n"
         "  clear     forget them (all, or those of HOST): the agent decodes again\n"
-        "  promote   make them permanent policy rules: scope app-host (default) adds\n"
+        "  promote   make them permanent policy rules: scope app+host (default) adds\n"
         "            {\"app\": APP, \"hosts\": [HOST]} to disabled_apps; scope host adds\n"
         "            HOST to decode.exclude_hosts. Then reloads a running agent.\n"
         "  --state-dir DIR   the agent's state directory (default %s)\n",
@@ -45,7 +45,7 @@ static int parse_opts(int argc, char **argv, struct conflicts_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->state_dir = CLI_DEFAULT_STATE_DIR;
-    o->scope = "app-host";
+    o->scope = "app+host";
     for (int i = 2; i < argc; i++) {
         int r;
         if ((r = cli_opt(argc, argv, &i, "--state-dir", &o->state_dir)) != 0 ||
@@ -64,8 +64,10 @@ static int parse_opts(int argc, char **argv, struct conflicts_opts *o)
             return -1;
         }
     }
-    if (strcmp(o->scope, "app-host") && strcmp(o->scope, "host")) {
-        fprintf(stderr, "shoji conflicts: --scope is app-host or host\n");
+    if (!strcmp(o->scope, "app-host"))
+        o->scope = "app+host";   /* accepted spelling */
+    if (strcmp(o->scope, "app+host") && strcmp(o->scope, "host")) {
+        fprintf(stderr, "shoji conflicts: --scope is app+host or host (as auto_avoid.scope)\n");
         return -1;
     }
     return 0;
@@ -207,7 +209,7 @@ static int cmd_promote(const struct conflicts_opts *o)
         goto out;
     }
     if (learned_list(s, (int64_t)time(NULL), &v, &n) < 0 ||
-        promote_entries(pe, v, n, o->arg, !strcmp(o->scope, "app-host"), &matched) < 0)
+        promote_entries(pe, v, n, o->arg, !strcmp(o->scope, "app+host"), &matched) < 0)
         goto out;
     if (!matched) {
         fprintf(stderr, "shoji conflicts promote: no learned exclusion for %s "
