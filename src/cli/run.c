@@ -26,6 +26,8 @@ static void usage(FILE *f)
             "  --upstream-ca FILE     extra CA certificates (PEM) trusted for origins, besides the system store\n"
             "  --access-log FILE      access log, one line per request and per tunnel ('-' = stdout)\n"
             "  --log-format FMT       json (default) or squid\n"
+            "  --allow-clients CIDRS  client networks allowed on a non-loopback --listen\n"
+            "                         (required for one: shoji is never an open relay)\n"
             "  --workers N            event-loop threads (default: the number of cores)\n"
             "  --max-connections N    client connections at once; past it: 503 (default 16384)\n"
             "  --verbose              debug messages on stderr\n"
@@ -77,6 +79,7 @@ int cli_run(int argc, char **argv)
         OPT("--upstream-ca", cfg.upstream_ca)
         OPT("--access-log", cfg.access_log)
         OPT("--log-format", cfg.log_format)
+        OPT("--allow-clients", cfg.allow_clients)
 #undef OPT
         if ((r = cli_opt(argc, argv, &i, "--workers", &v)) != 0) {
             unsigned n;

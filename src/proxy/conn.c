@@ -230,6 +230,11 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
     uv_tcp_nodelay(&s->tcp, 1);
     c->transparent = transparent;
+    if (!transparent && !proxy_client_allowed(sh, &ss)) {
+        log_warn("refused a client from %s: not in --allow-clients", c->client_addr);
+        conn_close(c);
+        return;
+    }
     if (transparent && !original_dst(c)) {
         log_warn("transparent listener: connection from %s has no original destination "
                  "(not redirected by `shoji intercept`?): closed", c->client_addr);

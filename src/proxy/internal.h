@@ -186,6 +186,8 @@ struct proxy_shared {
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
     struct learned *learned;   /* automatic conflict avoidance (thread-safe) */
+    struct platform_cidr allow[32];   /* --allow-clients; empty: loopback only */
+    size_t nallow;
     pthread_mutex_t learned_save_lock;
 };
 
@@ -286,5 +288,6 @@ void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
 bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer);
 
 #endif

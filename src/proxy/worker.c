@@ -77,6 +77,67 @@ bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_stora
     return ((const struct sockaddr_in6 *)a)->sin6_port == ((const struct sockaddr_in6 *)b)->sin6_port;
 }
 
+static bool cidr_has(const struct platform_cidr *c, const struct sockaddr_storage *a)
+{
+    const uint8_t *ip;
+    if (a->ss_family == AF_INET && c->family == AF_INET)
+        ip = (const uint8_t *)&((const struct sockaddr_in *)a)->sin_addr;
+    else if (a->ss_family == AF_INET6 && c->family == AF_INET6)
+        ip = (const uint8_t *)&((const struct sockaddr_in6 *)a)->sin6_addr;
+    else
+        return false;
+    int bits = c->prefix;
+    for (int i = 0; bits > 0; i++, bits -= 8) {
+        uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+        if ((ip[i] & mask) != (c->addr[i] & mask))
+            return false;
+    }
+    return true;
+}
+
+static bool is_loopback(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->ss_family == AF_INET6) {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(x) ||
+               (IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* Never an open relay: loopback clients always, others only when listed. */
+bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer)
+{
+    if (is_loopback(peer))
+        return true;
+    for (size_t i = 0; i < sh->nallow; i++)
+        if (cidr_has(&sh->allow[i], peer))
+            return true;
+    return false;
+}
+
+static int parse_allow(struct proxy_shared *sh, const char *list, char *err, size_t errlen)
+{
+    char buf[2048];
+    if (!list)
+        return 0;
+    if (!util_strlcpy(buf, list, sizeof buf))
+        return util_err(err, errlen, -EINVAL, "--allow-clients: list too long");
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (sh->nallow == UTIL_ARRAY_LEN(sh->allow))
+            return util_err(err, errlen, -E2BIG, "--allow-clients: at most %zu networks",
+                            UTIL_ARRAY_LEN(sh->allow));
+        char e[256];
+        if (platform_cidr_parse(t, &sh->allow[sh->nallow], e, sizeof e) < 0)
+            return util_err(err, errlen, -EINVAL, "--allow-clients: %s", e);
+        sh->nallow++;
+    }
+    return 0;
+}
+
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
@@ -478,11 +539,20 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         return rc;
     if (cfg->transparent && (rc = parse_listen(cfg->transparent, &tss, err, errlen)) < 0)
         return rc;
+    if (!is_loopback(&ss) && !cfg->allow_clients)
+        return util_err(err, errlen, -EPERM,
+                        "--listen %s is not a loopback address: name the client networks allowed "
+                        "to use it with --allow-clients CIDR[,CIDR...] (shoji is never an open relay)",
+                        cfg->listen);
     signal(SIGPIPE, SIG_IGN);
     struct proxy_shared *sh = calloc(1, sizeof *sh);
     if (!sh)
         return util_err(err, errlen, -ENOMEM, "out of memory");
     sh->cfg = cfg;
+    if ((rc = parse_allow(sh, cfg->allow_clients, err, errlen)) < 0) {
+        free(sh);
+        return rc;
+    }
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->learned_save_lock, NULL);
     rc = setup_shared(sh, cfg, err, errlen);
