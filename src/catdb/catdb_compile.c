@@ -192,7 +192,8 @@ static int scan_root(struct plan *p, const char *root, char *err, size_t errlen)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_str);
     size_t before = p->ncats + p->naliases;
     for (size_t i = 0; i < n; i++) {
         if (rc == 0)
@@ -441,7 +442,8 @@ static int add_aliases(struct ctx *c, const struct plan *p)
 static int compile_plan(struct ctx *c, struct plan *p, const char *const *dirs, size_t ndirs)
 {
     int rc = 0;
-    qsort(p->cats, p->ncats, sizeof *p->cats, cmp_plan_cat);  /* ids = name order */
+    if (p->ncats)
+        qsort(p->cats, p->ncats, sizeof *p->cats, cmp_plan_cat);  /* ids = name order */
     for (size_t i = 0; rc >= 0 && i < p->ncats; i++)
         rc = cdb_builder_add_category(c->b, p->cats[i].name);
     for (size_t i = 0; rc >= 0 && i < p->ncats;) {

@@ -230,7 +230,9 @@ static int lang_eq(const char *stored, const char *want)
     return n && strlen(stored) == n && strncasecmp(stored, want, n) == 0;
 }
 
-static const struct cdb_disp *find_disp(const struct catdb *db, uint16_t id, const char *lang)
+/* The display name (field 0) or description (field 1) in `lang`, else in
+ * English; NULL when neither is there. */
+static const char *find_text(const struct catdb *db, uint16_t id, const char *lang, int field)
 {
     if (!db || id >= db->ncats)
         return NULL;
@@ -239,24 +241,23 @@ static const struct cdb_disp *find_disp(const struct catdb *db, uint16_t id, con
     for (int t = 0; t < 2; t++)
         for (uint32_t i = 0; i < c->disp_count; i++) {
             const struct cdb_disp *d = &db->disp[c->disp_first + i];
-            if (lang_eq(db->str + d->lang_off, tries[t]))
-                return d;
+            const char *text = db->str + (field ? d->desc_off : d->name_off);
+            if (lang_eq(db->str + d->lang_off, tries[t]) && text[0])
+                return text;
         }
     return NULL;
 }
 
 const char *catdb_category_display(const struct catdb *db, uint16_t id, const char *lang)
 {
-    const struct cdb_disp *d = find_disp(db, id, lang);
-    if (d && db->str[d->name_off])
-        return db->str + d->name_off;
-    return catdb_category_name(db, id);
+    const char *t = find_text(db, id, lang, 0);
+    return t ? t : catdb_category_name(db, id);
 }
 
 const char *catdb_category_description(const struct catdb *db, uint16_t id, const char *lang)
 {
-    const struct cdb_disp *d = find_disp(db, id, lang);
-    return d ? db->str + d->desc_off : "";
+    const char *t = find_text(db, id, lang, 1);
+    return t ? t : "";
 }
 
 int catdb_category_id(const struct catdb *db, const char *name)
