@@ -115,6 +115,7 @@ static const struct vector request_vectors[] = {
     { "tab inside a value", H11 "X-A: a\tb\r\n\r\n", 0, 0 },
     { "obs-text in a value", H11 "X-A: caf\xc3\xa9\r\n\r\n", 0, 0 },
     { "one leading empty line", "\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n", 0, 0 },
+    { "four leading empty lines", "\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n", 0, 0 },
     { "absolute URI agreeing with Host on default port",
       "GET http://A.example:80/ HTTP/1.1\r\nHost: a.EXAMPLE\r\n\r\n", 0, 0 },
     { "HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n", 0, 0 },
