@@ -140,3 +140,70 @@ def test_50mb_chunked_upload_streams_with_bounded_memory(lean_agent, origins, mo
     # the body was really streamed upstream, not buffered whole first:
     # checked by memory above; the origin saw the full count
     assert origin.requests_for("/echo")[-1].body_bytes == SIZE
+
+
+class SlowSink:
+    """Hashes a body; stops reading for `pause` seconds after the first MiB
+    (a slow client: the proxy must not buffer what the origin sends)."""
+
+    def __init__(self, pause):
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.pause = pause
+
+    def __call__(self, b):
+        self.h.update(b)
+        self.n += len(b)
+        if self.pause and self.n >= 1 << 20:
+            time.sleep(self.pause)
+            self.pause = 0
+
+
+@pytest.mark.parametrize("mode", ["plain", "decode"])
+def test_slow_client_download_applies_backpressure(lean_agent, origins, mode):
+    """The client stops reading for 1.5 s mid-download of 50 MB: the agent
+    must stop reading from the origin, not buffer the rest in memory."""
+    decode = mode == "decode"
+    origin = origins["good"] if decode else origins["plain"]
+    warm_up(lean_agent, origin, decode)
+    base = lean_agent.rss_kb()
+    sock, prefix, host = open_conn(lean_agent, origin, decode)
+    sink = SlowSink(1.5)
+    t0 = time.monotonic()
+    with RssSampler(lean_agent) as rss:
+        sock.sendall(_request_bytes("GET", prefix + "bytes/%d" % SIZE, None, None, host))
+        r = HTTPReader(sock).response(sink=sink)
+    secs = time.monotonic() - t0
+    sock.close()
+    assert r.status == 200 and sink.n == SIZE and sink.h.hexdigest() == pattern_sha256(SIZE)
+    growth = rss.peak - base
+    record("slow-client download/" + mode, growth, secs)
+    assert growth < LIMIT_KB, "RSS grew %d KB with a slow client (base %d KB, peak %d KB)" % (
+        growth, base, rss.peak)
+
+
+@pytest.mark.parametrize("mode", ["plain", "decode"])
+def test_slow_origin_upload_applies_backpressure(lean_agent, origins, mode):
+    """The origin stops reading for 1.5 s mid-upload of 50 MB: the agent
+    must stop reading from the client, not buffer the rest in memory."""
+    decode = mode == "decode"
+    origin = origins["good"] if decode else origins["plain"]
+    warm_up(lean_agent, origin, decode)
+    base = lean_agent.rss_kb()
+    sock, prefix, host = open_conn(lean_agent, origin, decode)
+    t0 = time.monotonic()
+    with RssSampler(lean_agent) as rss:
+        sock.sendall(("POST %secho?pause_ms=1500 HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+                      % (prefix, host, SIZE)).encode())
+        for piece in pattern_chunks(SIZE):
+            sock.sendall(piece)
+        r = HTTPReader(sock).response()
+    secs = time.monotonic() - t0
+    sock.close()
+    assert r.status == 200, r
+    got = json.loads(r.body)
+    assert got["bytes"] == SIZE and got["sha256"] == pattern_sha256(SIZE), got
+    growth = rss.peak - base
+    record("slow-origin upload/" + mode, growth, secs)
+    assert growth < LIMIT_KB, "RSS grew %d KB with a slow origin (base %d KB, peak %d KB)" % (
+        growth, base, rss.peak)

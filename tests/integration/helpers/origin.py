@@ -11,7 +11,9 @@ Routes (any method; HEAD gets the GET headers and no body):
   /slow/N?ms=T      N bytes (Content-Length) spread evenly over T ms
   /echo             reads the request body (Content-Length or chunked,
                     streamed, never held), answers JSON {"bytes", "sha256",
-                    "chunked", "method"}; honours Expect: 100-continue
+                    "chunked", "method"}; honours Expect: 100-continue;
+                    ?pause_ms=T stops reading for T ms after the first MiB
+                    (a slow origin: the proxy must apply back-pressure)
   /headers          answers the request headers as JSON
   /status/CODE      answers CODE; 204 and 304 carry no body
   /close            answers with Connection: close and closes
@@ -302,9 +304,13 @@ class Origin:
         if path == "/echo":
             h = hashlib.sha256()
             n = 0
+            pause = int(req.query.get("pause_ms", "0"))
             for piece in self._body_iter(sock, rd, req):
                 h.update(piece)
                 n += len(piece)
+                if pause and n >= 1 << 20:
+                    self._stop.wait(pause / 1000.0)
+                    pause = 0
             req.body_bytes = n
             te = (req.header("transfer-encoding") or "").lower()
             body = json.dumps({"bytes": n, "sha256": h.hexdigest(), "method": req.method,
