@@ -78,7 +78,7 @@ static int parse(int argc, char **argv, int start, struct opts *o)
         { "--online-secs", 1, offsetof(struct srv_config, online_secs) },
         { "--stale-secs", 1, offsetof(struct srv_config, stale_secs) },
         { "--expire-secs", 0, offsetof(struct srv_config, expire_secs) },
-        { "--session-secs", 60, offsetof(struct srv_config, session_secs) },
+        { "--session-secs", 1, offsetof(struct srv_config, session_secs) },
         { "--lockout-secs", 1, offsetof(struct srv_config, lockout_secs) },
         { "--sweep-secs", 1, offsetof(struct srv_config, sweep_secs) },
     };
@@ -187,8 +187,9 @@ static int cmd_admin(int argc, char **argv, struct opts *o)
     char err[UTIL_ERRLEN], pw[1024], tok[200];
     int rc;
     if (strcmp(argv[2], "add") == 0) {
-        rc = read_password(o->pwfile, pw, sizeof pw) < 0 ? -EINVAL
-             : auth_admin_add(db, o->user, pw, err, sizeof err);
+        bool have_pw = read_password(o->pwfile, pw, sizeof pw) == 0;
+        rc = have_pw ? auth_admin_add(db, o->user, pw, err, sizeof err)
+                     : util_err(err, sizeof err, -EINVAL, "no password read");
         sodium_memzero(pw, sizeof pw);
         if (rc == 0)
             printf("admin '%s' saved\n", o->user);
@@ -197,7 +198,7 @@ static int cmd_admin(int argc, char **argv, struct opts *o)
         if (rc == 0)
             printf("%s\n", tok);
     }
-    if (rc < 0 && rc != -EINVAL)
+    if (rc < 0)
         fprintf(stderr, "shoji-server: %s\n", err);
     db_close(db);
     return rc < 0 ? 1 : 0;
