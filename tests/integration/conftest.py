@@ -36,7 +36,7 @@ from helpers.pki import TestPKI  # noqa: E402
 TEST_HOST_NAMES = [
     "good.test", "www.good.test", "expired.test", "selfsigned.test", "wrongname.test",
     "other.test", "plain.test", "closed.test", "echo.test", "unknownca.test",
-    "trustedsourceserver_imqa01.test",
+    "trustedsourceserver_imqa01.test", "a.wild.test",
 ]
 
 

@@ -328,3 +328,95 @@ def test_conflicts_clear_and_corrupt_store(tmp_path):
     assert "no learned exclusions" in p.stdout
     assert "corrupt" in p.stderr
     assert (state / "learned.json.corrupt").read_text().startswith('{"version": 1')
+
+
+# ---- with a real agent: the written rules take effect after the reload ----
+
+def wait_for(pred, timeout=10.0, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def access_lines(path):
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def fetch_trusting_origin_ca(agent, origin, pki):
+    """curl through the agent, trusting only the test root CA (the origin's
+    issuer), not the agent's CA: works only if the agent does not decode."""
+    from helpers.tools import curl_fetch
+    return curl_fetch(agent.port, origin.url("/compat"), cafile=pki.ca_cert_path, timeout=20)
+
+
+def test_apply_reloads_a_real_agent_and_the_exclusion_tunnels(agent_factory, origins, pki, tmp_path):
+    pol = tmp_path / "policy.json"
+    pol.write_text('{\n  "name": "compat e2e",\n  "auto_avoid": {"enabled": false}\n}\n')
+    agent = agent_factory(policy=str(pol)).start()
+    good = origins["good"]
+    status, _, _, p = fetch_trusting_origin_ca(agent, good, pki)
+    assert p.returncode != 0, "decoded with the agent's CA: curl must refuse it"
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({"version": 1, "entries": [
+        site_entry(id="site-good", workarounds=[{"exclude_hosts": ["good.test"]}])]}))
+    out = shoji("compat", "apply", "site-good", "--catalog", str(site), "--policy", str(pol),
+                "--state-dir", agent.state_dir).stdout
+    assert 'added decode.exclude_hosts "good.test"' in out
+    assert "reloaded the running agent (pid %d)" % agent.pid in out
+    assert wait_for(lambda: "reload" in agent.stderr().lower()), agent.stderr()
+
+    def tunnelled():
+        s, body, certs, pr = fetch_trusting_origin_ca(agent, good, pki)
+        return pr.returncode == 0 and s == 200 and (s, certs)
+    got = wait_for(tunnelled, timeout=10, step=0.3)
+    assert got, "the excluded host is still decoded after the reload"
+    lines = [l for l in access_lines(agent.access_log) if l.get("mode") == "tunnel"]
+    assert all("learned" not in l.get("rule", "") for l in lines)
+    assert lines and "good.test" in lines[-1].get("rule", ""), lines[-1:]
+    assert agent.running()
+
+
+def test_learned_conflict_is_listed_promoted_and_keeps_working(agent_factory, origins, pki, tmp_path):
+    pol = tmp_path / "policy.json"
+    pol.write_text('{\n  "name": "auto avoid e2e"\n}\n')
+    agent = agent_factory(policy=str(pol)).start()
+    good = origins["good"]
+    # curl rejects the agent's certificate: the agent learns {curl, good.test}
+    _, _, _, p = fetch_trusting_origin_ca(agent, good, pki)
+    assert p.returncode != 0
+    listing = wait_for(lambda: "good.test" in shoji("conflicts", "list", "--state-dir",
+                                                     agent.state_dir).stdout and
+                       shoji("conflicts", "list", "--state-dir", agent.state_dir).stdout)
+    assert listing, agent.stderr()
+    row = next(l for l in listing.splitlines() if " good.test " in l)
+    assert row.split()[0] == "curl"
+    # from now on curl's connections to good.test are tunnelled
+    got = wait_for(lambda: fetch_trusting_origin_ca(agent, good, pki)[3].returncode == 0,
+                   timeout=10, step=0.3)
+    assert got, "learned exclusion not applied"
+    last = access_lines(agent.access_log)[-1]
+    assert last["mode"] == "tunnel"
+    assert last["rule"].startswith('learned exclusion "curl" -> "good.test" (tls alert'), last
+    out = shoji("conflicts", "promote", "good.test", "--policy", str(pol),
+                "--state-dir", agent.state_dir).stdout
+    assert 'added disabled_apps += {"app": "curl", "hosts": ["good.test"]}' in out
+    assert "reloaded the running agent (pid %d)" % agent.pid in out
+    doc = json.loads(pol.read_text())
+    assert doc == {"name": "auto avoid e2e",
+                   "disabled_apps": [{"app": "curl", "hosts": ["good.test"]}]}
+    assert "good.test" not in shoji("conflicts", "list", "--state-dir", agent.state_dir).stdout
+    # the permanent rule now does what the learned entry did
+
+    def by_rule():
+        s, _, _, pr = fetch_trusting_origin_ca(agent, good, pki)
+        last = access_lines(agent.access_log)[-1:]
+        return pr.returncode == 0 and last and "disabled_apps" in last[0].get("rule", "")
+    assert wait_for(by_rule, timeout=10, step=0.3), access_lines(agent.access_log)[-3:]

@@ -91,3 +91,63 @@ def test_server_speaks_first_protocol_through_connect(agent, echo_server):
         assert banner.startswith(b"SHOJI-ECHO " + echo_server.marker.encode()), banner
     finally:
         s.close()
+
+
+def test_sighup_reloads_the_hosts_file(agent_factory, tmp_path, make_origin):
+    import signal
+    from helpers.agent import write_hosts_file
+    hosts = str(tmp_path / "hosts-reload")
+    write_hosts_file(hosts, ["early.test"])
+    a = agent_factory(hosts_path=hosts).start()
+    late = make_origin("late.test")
+    with ProxyClient(a.port) as c:
+        assert c.request("GET", late.url("/before")).status == 502
+    write_hosts_file(hosts, ["early.test", "late.test"])
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    status = None
+    while time.monotonic() < deadline:
+        with ProxyClient(a.port) as c:
+            status = c.request("GET", late.url("/after")).status
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200, "late.test still not resolved 5 s after SIGHUP"
+
+
+def test_sigterm_lets_an_inflight_decoded_download_complete(agent, origins):
+    import hashlib
+    from helpers.client import HTTPReader, _request_bytes, tls_via_proxy
+    good = origins["good"]
+    size = 300000
+    tls = tls_via_proxy(agent.port, "good.test", good.port, cafile=agent.ca_path, timeout=20)
+    tls.sendall(_request_bytes("GET", "/slow/%d?ms=1500" % size, None, None, "good.test:%d" % good.port))
+    rd = HTTPReader(tls)
+    head = rd.head()
+    assert head[1] == 200
+    agent.signal(__import__("signal").SIGTERM)
+    h = hashlib.sha256()
+    rd.read_exact(size, h.update)
+    tls.close()
+    assert h.hexdigest() == pattern_sha256(size)
+    agent.stop(timeout=15, send=False)
+
+
+def test_bad_listen_address_fails_with_a_message(tmp_path):
+    import subprocess
+    from helpers.agent import sanitizer_env, shoji_bin
+    d = tmp_path / "st"
+    run_cli(["ca", "init", "--state-dir", str(d)])
+    p = subprocess.run([shoji_bin(), "run", "--listen", "999.1.1.1:99999", "--state-dir", str(d)],
+                       capture_output=True, text=True, timeout=20, env=sanitizer_env())
+    assert p.returncode != 0 and p.stderr.strip(), (p.returncode, p.stderr)
+
+
+def test_run_without_ca_says_what_to_do(tmp_path):
+    import subprocess
+    from helpers.agent import free_port, sanitizer_env, shoji_bin
+    p = subprocess.run([shoji_bin(), "run", "--listen", "127.0.0.1:%d" % free_port(),
+                        "--state-dir", str(tmp_path / "empty")],
+                       capture_output=True, text=True, timeout=20, env=sanitizer_env())
+    assert p.returncode != 0
+    assert "ca init" in p.stderr, p.stderr

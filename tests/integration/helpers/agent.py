@@ -176,12 +176,14 @@ class Agent:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def stop(self, timeout=10, check=True):
-        """SIGTERM; waits; returns the exit status. With check: asserts
-        status 0 within timeout and a clean stderr (no sanitizer report)."""
+    def stop(self, timeout=10, check=True, send=True):
+        """SIGTERM (unless send=False: a test already sent it; a second
+        SIGTERM ends the agent at once, by design); waits; returns the exit
+        status. With check: asserts status 0 within timeout and a clean
+        stderr (no sanitizer report)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
+        if send and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout=timeout)
