@@ -225,14 +225,12 @@ static enum pol_cat_action cat_rule(const struct policy *p, const struct policy_
     return a;
 }
 
-/* The first category of `cs` named in `names`; -1 if none. */
-static int cat_in(const struct policy *p, const struct catset *cs, char *const *names, size_t n,
-                  size_t *which)
+/* The first category of `cs` among `ids`; -1 if none. */
+static int cat_in(const struct catset *cs, const int *ids, size_t n, size_t *which)
 {
-    for (uint16_t i = 0; p->db && i < cs->n; i++) {
-        const char *cn = catdb_category_name(p->db, cs->id[i]);
-        for (size_t k = 0; cn && k < n; k++) {
-            if (strcmp(cn, names[k]) == 0) {
+    for (uint16_t i = 0; ids && i < cs->n; i++) {
+        for (size_t k = 0; k < n; k++) {
+            if (ids[k] == (int)cs->id[i]) {
                 *which = k;
                 return cs->id[i];
             }
@@ -318,7 +316,7 @@ static bool excluded(const struct policy *p, const struct policy_facts *f, bool 
         rulef(v, "learned exclusion %s", f->learned);
         return true;
     }
-    int cat = cat_in(p, &v->cats, p->skip_cats, p->nskip, &k);
+    int cat = cat_in(&v->cats, p->skip_ids, p->nskip, &k);
     if (cat >= 0) {
         v->action = POLICY_TUNNEL;
         v->on = POLICY_ON_CATEGORY;
@@ -417,7 +415,7 @@ static void decide_request(const struct policy *p, const struct policy_facts *f,
         return;
     }
     size_t k;
-    int wc = cat_in(p, &v->cats, p->write_cats, p->nwrite, &k);
+    int wc = cat_in(&v->cats, p->write_ids, p->nwrite, &k);
     if (wc >= 0 && is_write(f)) {
         v->action = POLICY_BLOCK;
         v->on = POLICY_ON_CATEGORY;

@@ -165,6 +165,8 @@ static int parse_decode(struct lctx *c, struct policy *p, const json_t *v)
     json_t *s = json_object_get(v, "skip_categories");
     if (s && lctx_category_list(c, "decode.skip_categories", s, &p->skip_cats, &p->nskip) < 0)
         return -EINVAL;
+    if (!(p->skip_ids = pol_cat_ids(p->db, p->skip_cats, p->nskip)))
+        return util_err(c->err, c->errlen, -ENOMEM, "out of memory");
     return 0;
 }
 

@@ -303,5 +303,7 @@ int lctx_rules(struct lctx *c, struct policy *p, const json_t *root)
     for (size_t i = 0; i < p->nsched; i++)
         if (pol_cat_rules_resolve(&p->sched[i].cats, p->db) < 0)
             return util_err(c->err, c->errlen, -ENOMEM, "out of memory");
+    if (!(p->write_ids = pol_cat_ids(p->db, p->write_cats, p->nwrite)))
+        return util_err(c->err, c->errlen, -ENOMEM, "out of memory");
     return 0;
 }

@@ -71,6 +71,8 @@ static void policy_free(struct policy *p)
     pat_set_free(p->block);
     pat_set_free(p->exclude);
     free_strv(p->skip_cats, p->nskip);
+    free(p->skip_ids);
+    free(p->write_ids);
     pol_cat_rules_free(&p->cats);
     for (size_t i = 0; i < p->nsched; i++)
         pol_cat_rules_free(&p->sched[i].cats);
@@ -128,14 +130,26 @@ int pol_cat_rules_resolve(struct pol_cat_rules *c, const struct catdb *db)
         return -ENOMEM;
     for (size_t i = 0; i <= n; i++)
         c->rule_of_id[i] = -1;
-    for (size_t i = 0; i < c->n; i++) {
-        int id = catdb_category_id(db, c->r[i].name);
-        if (id >= 0 && (size_t)id < n) {
+    /* Template rules first, so the file's own rules win even when they name
+     * an alias of the template's category ("porn" for "adult"). */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < c->n; i++) {
+            int id = catdb_category_id(db, c->r[i].name);
+            if (c->r[i].from_template != (pass == 0) || id < 0 || (size_t)id >= n)
+                continue;
             c->by_id[id] = (uint8_t)c->r[i].action;
             c->rule_of_id[id] = (int32_t)i;
         }
     }
     return 0;
+}
+
+int *pol_cat_ids(const struct catdb *db, char *const *names, size_t n)
+{
+    int *ids = malloc((n + 1) * sizeof *ids);
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = db ? catdb_category_id(db, names[i]) : -1;
+    return ids;
 }
 
 const char *pol_cat_action_name(enum pol_cat_action a)

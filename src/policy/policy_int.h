@@ -50,6 +50,7 @@ struct policy {
     bool decode_enabled;
     struct pat_set *exclude;
     char **skip_cats;            /* names */
+    int *skip_ids;               /* their ids in db (-1: not in it) */
     size_t nskip;
     struct pol_cat_rules cats;   /* template + file's `categories` */
     struct pol_schedule *sched;
@@ -62,6 +63,7 @@ struct policy {
     size_t napp_hosts;
     struct pmap app_hosts_map;   /* normalized app -> first app_hosts position */
     char **write_cats;
+    int *write_ids;
     size_t nwrite;
     unsigned safe_search;        /* bit per enum policy_engine */
     struct policy_auto_avoid auto_avoid;
@@ -76,6 +78,8 @@ int pol_cat_rules_resolve(struct pol_cat_rules *c, const struct catdb *db);
 int pol_cat_rules_set(struct pol_cat_rules *c, const char *name, enum pol_cat_action a,
                       bool from_template);
 const char *pol_cat_action_name(enum pol_cat_action a);
+/* Category names -> ids of db (aliases resolved; -1 when absent). Heap. */
+int *pol_cat_ids(const struct catdb *db, char *const *names, size_t n);
 
 /* templates.c */
 struct pol_template_entry {

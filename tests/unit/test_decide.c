@@ -43,6 +43,10 @@ static int setup_db(void **st)
     write_text("lists/social_networks/domains", "social.example\n");
     write_text("lists/press/domains", "news.example\n");
     write_text("lists/sports/urls", "news.example/sports\n");
+    write_text("lists/drogue/domains", "pharma.example\n");
+    char link[512];
+    snprintf(link, sizeof link, "%s/lists/drugs", tmpdir);
+    assert_int_equal(symlink("drogue", link), 0);   /* an alias, as in UT1 */
     char lists[512], db[512], err[256];
     snprintf(lists, sizeof lists, "%s/lists", tmpdir);
     snprintf(db, sizeof db, "%s/categories.db", tmpdir);
@@ -381,6 +385,13 @@ static void test_templates_map_categories_and_the_file_overrides_them(void **st)
     p = load("\"template\": \"elementary\", \"categories\": {\"games\": \"allow\"}");
     f = request_facts("GET", "games.example", "/");
     expect(p, &f, POLICY_ALLOW, "categories.games = allow");
+    policy_unref(p);
+    /* The file's rule wins even when it names an alias of the template's category. */
+    p = load("\"template\": \"elementary\", \"categories\": {\"drogue\": \"allow\"}, \"decode\": {\"skip_categories\": [\"drugs\"]}");
+    f = request_facts("GET", "pharma.example", "/");
+    expect(p, &f, POLICY_ALLOW, "categories.drogue = allow");
+    f = connect_facts("pharma.example");
+    expect(p, &f, POLICY_TUNNEL, "decode.skip_categories[0] \"drugs\"");
     policy_unref(p);
     p = load("\"template\": \"university\"");
     f = request_facts("GET", "games.example", "/");
