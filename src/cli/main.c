@@ -18,6 +18,7 @@ static const struct command commands[] = {
     { "compat", cli_compat, "list | show | detect | apply: the compatibility catalog" },
     { "conflicts", cli_conflicts, "list | clear | promote: learned exclusions (automatic avoidance)" },
     { "explain", cli_explain, "URL [--app NAME] [--json]: the decision path for a request" },
+    { "watch", cli_watch, "live view of connections: process, destination, SNI, verdict, rule" },
 };
 
 static void usage(FILE *f)

@@ -65,6 +65,8 @@ void conn_close(struct conn *c)
 {
     if (!c->dead) {
         c->dead = true;
+        if (c->evented)
+            conn_event(c, EV_CLOSE, NULL, NULL, NULL, 0);
         if (c->kind == CK_TUNNEL && c->state == CS_TUNNEL)
             conn_log_tunnel(c, c->tunnel_mode ? c->tunnel_mode : "tunnel", NULL);
         c->state = CS_CLOSING;
@@ -245,11 +247,15 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
     if (n > sh->cfg->limits.max_connections || w->stopping) {
         if (!transparent)
             pstream_write(s, overload_response, sizeof overload_response - 1);
+        atomic_fetch_add(&sh->m.overload_refusals, 1);
         log_warn("refused a connection from %s: %u connections open (limit %u)", c->client_addr,
                  n - 1, sh->cfg->limits.max_connections);
         conn_close(c);
         return;
     }
+    atomic_fetch_add(&sh->m.connections, 1);
+    c->evented = true;
+    conn_event(c, EV_OPEN, NULL, NULL, NULL, 0);
     if (transparent) {
         c->policy = proxy_policy_get(sh);
         c->t_connect_us = util_mono_us();
@@ -267,6 +273,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
 void conn_start_head(struct conn *c)
 {
     c->state = CS_HEAD;
+    c->head_scanned = 0;
     conn_set_timer(c, c->client->in.len ? c->w->sh->cfg->limits.header_timeout_ms
                                         : c->w->sh->cfg->limits.idle_timeout_ms);
     if (c->client->in.len == 0)
@@ -353,6 +360,15 @@ static void handle_head(struct conn *c)
     };
     struct http_request req;
     struct pstream *s = c->client;
+    /* The parser keeps no state: re-run it only when a line has ended since
+     * the last try, so a client sending a byte at a time costs linear time. */
+    if (c->head_scanned < s->in.len && s->in.len < lim.max_head &&
+        !memchr(s->in.p + c->head_scanned, '\n', s->in.len - c->head_scanned)) {
+        c->head_scanned = s->in.len;
+        conn_set_timer(c, c->w->sh->cfg->limits.header_timeout_ms);
+        return;
+    }
+    c->head_scanned = s->in.len;
     int r = http_parse_request(s->in.p, s->in.len, &lim, &req);
     if (r == HTTP_NEED_MORE) {
         if (s->in.len >= lim.max_head) {
@@ -366,6 +382,7 @@ static void handle_head(struct conn *c)
         log_debug("conn %llu: bad request from %s: %s", (unsigned long long)c->id, c->client_addr,
                   req.error_reason ? req.error_reason : "?");
         conn_log_error(c, req.error_status ? req.error_status : 400, req.error_reason);
+        atomic_fetch_add(&c->w->sh->m.bad_requests, 1);
         reply_and_close(c, req.error_status ? req.error_status : 400, http_reason(req.error_status ? req.error_status : 400),
                         req.error_reason ? req.error_reason : "The request could not be parsed.");
         return;
@@ -441,6 +458,8 @@ static void on_tunnel_ready(struct conn *c, int status, const char *why)
     }
     c->kind = CK_TUNNEL;
     c->state = CS_TUNNEL;
+    atomic_fetch_add(c->tunnel_mode && !strcmp(c->tunnel_mode, "bypass") ? &c->w->sh->m.bypassed
+                                                                         : &c->w->sh->m.tunnels, 1);
     struct pstream *cl = c->client, *up = c->up;
     if (cl->in.len) {
         c->tunnel_in += cl->in.len;
@@ -479,6 +498,9 @@ static void start_client_tls(struct conn *c, const struct tls_names *names)
     }
     c->kind = CK_DECODE;
     c->state = CS_CL_HANDSHAKE;
+    atomic_fetch_add(&sh->m.decoded, 1);
+    if (c->verify_failed)
+        atomic_fetch_add(&sh->m.verify_failures, 1);
     conn_set_timer(c, sh->cfg->limits.handshake_timeout_ms);
     /* Replay the ClientHello (and anything after it) into the TLS engine. */
     size_t n = cl->in.len;
@@ -522,6 +544,11 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
         c->upstream_status = 502;
         util_strlcpy(c->verify, reason, sizeof c->verify);
     }
+    if (cert) {
+        X509_NAME *sn = X509_get_subject_name(cert);
+        if (!sn || X509_NAME_get_text_by_NID(sn, NID_commonName, c->cert_name, sizeof c->cert_name) < 0)
+            c->cert_name[0] = '\0';
+    }
     if (cert && conn_cert_phase(c, cert))
         return;   /* a certificate-name exclusion: re-connected as a tunnel */
     if (cert && !c->verify_failed)
@@ -555,6 +582,7 @@ bool conn_cert_phase(struct conn *c, X509 *cert)
     policy_decide(c->policy, &f, &v);
     if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
         return false;
+    conn_event(c, EV_VERDICT, NULL, policy_action_name(v.action), v.rule, 0);
     c->verdict = v;
     c->tunnel_rule_set = true;
     c->tunnel_mode = v.action == POLICY_BYPASS ? "bypass" : "tunnel";
@@ -627,6 +655,7 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
     struct pstream *cl = c->client;
     struct policy_verdict v = *vp;
     c->verdict = v;
+    conn_event(c, EV_VERDICT, NULL, policy_action_name(v.action), v.rule, 0);
     c->tunnel_rule_set = true;
     if (v.action == POLICY_BLOCK) {
         conn_log_decision(c, 403, "block", &v);
@@ -911,6 +940,7 @@ static void learn_conflict(struct conn *c, int alert)
     int isnew = learned_record(sh->learned, app, host, reason, now, aa->ttl);
     if (isnew < 0)
         return;
+    atomic_fetch_add(&sh->m.conflicts_learned, 1);
     char err[UTIL_ERRLEN];
     pthread_mutex_lock(&sh->learned_save_lock);
     if (learned_save(sh->learned, err, sizeof err) < 0)
@@ -948,6 +978,7 @@ void conn_client_rejected(struct conn *c, int alert)
     else
         snprintf(why, sizeof why, "the client closed the connection during the TLS handshake");
     log_info("conn %llu: %s for %s", (unsigned long long)c->id, why, c->target_host);
+    atomic_fetch_add(&c->w->sh->m.client_rejections, 1);
     conn_log_tunnel(c, "decode", why);
     learn_conflict(c, alert);
     conn_close(c);
@@ -1050,6 +1081,42 @@ void conn_log_decision(struct conn *c, int status, const char *action,
     r.action = action;
     r.rule = v->rule;
     access_log_write(c->w->sh->alog, &r);
+}
+
+/* The live feed for `shoji watch`: one event per step of a connection. */
+void conn_event(struct conn *c, char kind, const char *url, const char *verdict,
+                const char *rule, int status)
+{
+    struct events *evs = c->w->sh->events;
+    if (!evs)
+        return;
+    struct event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.time_ms = util_now_ms();
+    ev.conn = c->id;
+    ev.kind = kind;
+    ev.status = status;
+    ev.pid = c->have_proc ? c->proc.pid : 0;
+    if (c->have_proc) {
+        util_strlcpy(ev.app, c->proc.comm, sizeof ev.app);
+        util_strlcpy(ev.app_path, c->proc.exe, sizeof ev.app_path);
+    }
+    util_strlcpy(ev.client, c->client_addr, sizeof ev.client);
+    if (c->dst_addr[0])
+        util_strlcpy(ev.dst, c->dst_addr, sizeof ev.dst);
+    else if (c->target_host[0])
+        snprintf(ev.dst, sizeof ev.dst, "%.50s:%u", c->transparent ? c->orig_ip : c->target_host,
+                 c->target_port);
+    if (c->have_hello && c->hello.has_sni)
+        util_strlcpy(ev.sni, c->hello.sni, sizeof ev.sni);
+    util_strlcpy(ev.cert, c->cert_name, sizeof ev.cert);
+    if (url)
+        util_strlcpy(ev.url, url, sizeof ev.url);
+    if (verdict)
+        util_strlcpy(ev.verdict, verdict, sizeof ev.verdict);
+    if (rule)
+        util_strlcpy(ev.rule, rule, sizeof ev.rule);
+    events_push(evs, &ev);
 }
 
 void conn_log_error(struct conn *c, int status, const char *error)

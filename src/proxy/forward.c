@@ -67,6 +67,13 @@ static void log_exchange(struct conn *c, const char *error)
     }
     access_log_write(c->w->sh->alog, &r);
     ex->logged = true;
+    struct proxy_metrics *m = &c->w->sh->m;
+    atomic_fetch_add(&m->requests, 1);
+    if (ex->blocked)
+        atomic_fetch_add(&m->blocked, 1);
+    if (ex->status == 502 || ex->status == 504)
+        atomic_fetch_add(&m->upstream_errors, 1);
+    conn_event(c, EV_REQUEST, ex->url, ex->blocked ? "block" : "allow", r.rule, ex->status);
 }
 
 /* ---- pages --------------------------------------------------------------------- */
@@ -113,20 +120,28 @@ void fwd_send_page(struct conn *c, int status, const char *title, const char *de
 
 /* ---- starting an exchange ---------------------------------------------------- */
 
+static void serve_local(struct conn *c, const char *type, struct buf *body);
+
 static void serve_pac(struct conn *c)
 {
-    struct buf body, out;
+    struct buf body;
     buf_init(&body, 8192);
-    buf_init(&out, 16384);
     proxy_pac_render(&body, c->w->sh->cfg->listen);
-    buf_printf(&out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\n"
-                     "Content-Length: %zu\r\nCache-Control: no-cache\r\n\r\n", body.len);
-    buf_append(&out, body.p, body.len);
+    serve_local(c, "application/x-ns-proxy-autoconfig", &body);
+    buf_free(&body);
+}
+
+static void serve_local(struct conn *c, const char *type, struct buf *body)
+{
+    struct buf out;
+    buf_init(&out, body->len + 1024);
+    buf_printf(&out, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-cache\r\n\r\n", type, body->len);
+    buf_append(&out, body->p, body->len);
     pstream_write(c->client, out.p, out.len);
     c->ex->status = 200;
     c->ex->resp_bytes = out.len;
     log_exchange(c, NULL);
-    buf_free(&body);
     buf_free(&out);
     bool keep = c->ex->req.keep_alive;
     fwd_free(c->ex);
@@ -135,6 +150,20 @@ static void serve_pac(struct conn *c)
         conn_start_head(c);
     else
         conn_close(c);
+}
+
+/* Prometheus metrics, for loopback clients only. */
+static void serve_metrics(struct conn *c)
+{
+    if (strncmp(c->client_addr, "127.", 4) != 0 && strncmp(c->client_addr, "[::1]", 5) != 0) {
+        fwd_send_page(c, 403, "Forbidden", "Metrics are served to this machine only.", true);
+        return;
+    }
+    struct buf body;
+    buf_init(&body, 64 * 1024);
+    metrics_render(c->w->sh, &body);
+    serve_local(c, "text/plain; version=0.0.4", &body);
+    buf_free(&body);
 }
 
 /* Removes a field from the request so an enforced value is the only one. */
@@ -237,6 +266,10 @@ static bool describe(struct conn *c, struct exchange *ex)
     if (rq->form == HTTP_FORM_ORIGIN) {
         if (sv_eq(rq->path, SV("/proxy.pac")) || sv_eq(rq->path, SV("/wpad.dat"))) {
             serve_pac(c);
+            return false;
+        }
+        if (sv_eq(rq->path, SV("/metrics"))) {
+            serve_metrics(c);
             return false;
         }
         fwd_send_page(c, 400, "Bad Request",

@@ -21,6 +21,7 @@
 
 #include "http/http1.h"
 #include "log/access.h"
+#include "log/events.h"
 #include "platform/platform.h"
 #include "policy/learned.h"
 #include "policy/policy.h"
@@ -163,11 +164,21 @@ struct conn {
     bool sni_checked;          /* transparent: the SNI claim was checked */
     struct platform_proc proc; /* the application that owns the client socket */
     bool have_proc;
+    bool evented;              /* an open event was published */
+    size_t head_scanned;       /* bytes of client->in already searched for a line end */
+    char cert_name[128];       /* the origin certificate's first name, for watch */
 };
 
 struct pool {
     struct pstream *head, *tail;
     unsigned n;
+};
+
+/* Counters behind GET /metrics (Prometheus text format). */
+struct proxy_metrics {
+    atomic_uint_fast64_t connections, requests, decoded, tunnels, bypassed, blocked,
+        verify_failures, upstream_errors, client_rejections, conflicts_learned, bad_requests,
+        overload_refusals;
 };
 
 /* Shared by all workers; read-only after start except the atomics and the
@@ -186,6 +197,8 @@ struct proxy_shared {
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
     struct learned *learned;   /* automatic conflict avoidance (thread-safe) */
+    struct events *events;     /* live feed for `shoji watch` */
+    struct proxy_metrics m;
     struct platform_cidr allow[32];   /* --allow-clients; empty: loopback only */
     size_t nallow;
     pthread_mutex_t learned_save_lock;
@@ -250,6 +263,9 @@ void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v);
 void conn_log_error(struct conn *c, int status, const char *error);
 void conn_record_app(const struct conn *c, struct access_record *r);
+void conn_event(struct conn *c, char kind, const char *url, const char *verdict,
+                const char *rule, int status);
+void metrics_render(struct proxy_shared *sh, struct buf *out);
 
 /* forward.c: HTTP exchanges. */
 void fwd_begin(struct conn *c);              /* a request head is in client->in */

@@ -8,12 +8,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/admin.h"
 #include "proxy/internal.h"
 #include "tls/upstream.h"
 #include "util/log.h"
@@ -394,6 +396,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
 
 struct main_ctx {
     struct proxy_shared *sh;
+    struct admin *admin;
     uv_timer_t heartbeat;
     bool heartbeat_on;
     bool heartbeat_warned;
@@ -424,6 +427,7 @@ static void on_signal(uv_signal_t *s, int signum)
              m->sh->cfg->limits.shutdown_grace_ms);
     for (int i = 0; i < m->n; i++)
         uv_async_send(&m->workers[i].wake);
+    admin_stop(m->admin);
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sighup, NULL);
@@ -464,6 +468,8 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if ((rc = learned_open(cfg->state_dir, &sh->learned, err, errlen)) < 0)
         return rc;
+    if (!(sh->events = events_new()))
+        return util_err(err, errlen, -ENOMEM, "out of memory");
     if (cfg->access_log) {
         enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
         if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
@@ -478,6 +484,7 @@ static void teardown_shared(struct proxy_shared *sh)
         access_log_close(sh->alog);
     if (sh->learned)
         learned_close(sh->learned);
+    events_free(sh->events);
     pthread_mutex_destroy(&sh->learned_save_lock);
     if (sh->hosts) {
         hosts_free(sh->hosts);
@@ -575,6 +582,11 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         uv_signal_start(&m.sighup, on_signal, SIGHUP);
         rc = start_workers(&m, &ss, cfg->transparent ? &tss : NULL, err, errlen);
     }
+    if (rc == 0) {
+        char aerr[UTIL_ERRLEN];
+        if (admin_start(&loop, cfg->state_dir, sh->events, &m.admin, aerr, sizeof aerr) < 0)
+            log_warn("%s: `shoji watch` will not work", aerr);
+    }
     if (rc == 0 && cfg->transparent) {
         uv_timer_init(&loop, &m.heartbeat);
         m.heartbeat.data = &m;
@@ -597,8 +609,54 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&loop);
+    admin_free(m.admin);
     free(m.workers);
     teardown_shared(sh);
     free(sh);
     return rc;
+}
+
+/* ---- metrics ----------------------------------------------------------------- */
+
+void metrics_render(struct proxy_shared *sh, struct buf *out)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+#define M(n, h) { "shoji_" #n "_total", h, offsetof(struct proxy_metrics, n) }
+        M(connections, "client connections accepted"),
+        M(requests, "HTTP requests answered (plain and decoded)"),
+        M(decoded, "connections decoded"),
+        M(tunnels, "connections tunnelled undecoded"),
+        M(bypassed, "connections bypassed (disabled application or bypass list)"),
+        M(blocked, "requests blocked by the policy"),
+        M(verify_failures, "decoded connections whose origin certificate failed verification"),
+        M(upstream_errors, "requests answered 502/504"),
+        M(client_rejections, "clients that rejected the minted certificate"),
+        M(conflicts_learned, "learned exclusions recorded by automatic avoidance"),
+        M(bad_requests, "malformed requests refused"),
+        M(overload_refusals, "connections refused past --max-connections"),
+#undef M
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(counters); i++) {
+        atomic_uint_fast64_t *v = (atomic_uint_fast64_t *)((char *)&sh->m + counters[i].off);
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
+                   counters[i].name, counters[i].name, (unsigned long long)atomic_load(v));
+    }
+    buf_printf(out, "# HELP shoji_connections_open client connections open now\n"
+                    "# TYPE shoji_connections_open gauge\nshoji_connections_open %u\n",
+               atomic_load(&sh->conns));
+    if (sh->alog)
+        buf_printf(out, "# HELP shoji_access_log_dropped_total access-log lines that could not be written\n"
+                        "# TYPE shoji_access_log_dropped_total counter\nshoji_access_log_dropped_total %llu\n",
+                   (unsigned long long)access_log_dropped(sh->alog));
+    struct tls_mint_stats ms;
+    tls_minter_stats(sh->minter, &ms);
+    buf_printf(out, "# HELP shoji_leaf_certificates_total leaf certificates by source\n"
+                    "# TYPE shoji_leaf_certificates_total counter\n"
+                    "shoji_leaf_certificates_total{source=\"memory\"} %lu\n"
+                    "shoji_leaf_certificates_total{source=\"disk\"} %lu\n"
+                    "shoji_leaf_certificates_total{source=\"minted\"} %lu\n",
+               ms.mem_hits, ms.disk_hits, ms.minted);
 }
