@@ -319,3 +319,148 @@ def test_response_without_length_is_delimited_by_close(agent, make_origin):
             assert r.status == 200 and r.body == body, (r.status, len(r.body))
     finally:
         srv.close()
+
+
+MALFORMED_MORE = {
+    "te_not_ending_in_chunked": b"POST http://plain.test:{port}/echo HTTP/1.1\r\nHost: plain.test\r\n"
+                                b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "negative_content_length": b"POST http://plain.test:{port}/echo HTTP/1.1\r\nHost: plain.test\r\n"
+                               b"Content-Length: -1\r\n\r\n",
+    "plus_content_length": b"POST http://plain.test:{port}/echo HTTP/1.1\r\nHost: plain.test\r\n"
+                           b"Content-Length: +5\r\n\r\nhello",
+    "huge_chunk_size": b"POST http://plain.test:{port}/echo HTTP/1.1\r\nHost: plain.test\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "connect_without_port": b"CONNECT plain.test HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+    "nul_in_header": b"GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test\r\nX-A: a\x00b\r\n\r\n",
+    "http2_preface_to_proxy": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_MORE))
+def test_more_malformed_requests_get_400_and_close(agent, origins, case):
+    plain = origins["plain"]
+    data = MALFORMED_MORE[case].replace(b"{port}", str(plain.port).encode())
+    with ProxyClient(agent.port) as c:
+        c.send_raw(data)
+        c.sock.settimeout(5)
+        version, status, reason, headers = c.reader.head()
+        ok = (400, 505) if case == "http2_preface_to_proxy" else (400, 499)
+        assert ok[0] <= status <= ok[1], (case, status, reason)
+        assert c.is_closed(), "connection still open after %d (%s)" % (status, case)
+    assert [r for r in plain.requests if r.body_bytes] == [], "forwarded a body of a malformed request"
+
+
+def test_too_many_header_fields_gets_431(agent, origins):
+    plain = origins["plain"]
+    hdrs = "".join("X-H%d: v\r\n" % i for i in range(150))
+    with ProxyClient(agent.port) as c:
+        c.send_raw(("GET %s HTTP/1.1\r\nHost: plain.test\r\n%s\r\n" % (plain.url("/many"), hdrs)).encode())
+        c.sock.settimeout(5)
+        assert c.reader.head()[1] in (431, 400)
+    assert plain.requests_for("/many") == []
+
+
+def test_stale_pooled_upstream_connection_is_not_a_502(agent, origins):
+    """The origin closes an idle keep-alive connection (its keep-alive
+    timeout); the next request must go out on a fresh connection, not fail."""
+    plain = origins["plain"]
+    for i in range(3):
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", plain.url("/stale/%d?close_after_ms=50" % i))
+            assert r.status == 200, "request %d: %r" % (i, r)
+        time.sleep(0.3)  # the origin closes its side meanwhile
+    with ProxyClient(agent.port) as c:
+        for i in range(3):
+            r = c.request("GET", plain.url("/stale-same/%d?close_after_ms=50" % i))
+            assert r.status == 200, "same client connection, request %d: %r" % (i, r)
+            time.sleep(0.3)
+
+
+class RawOrigin:
+    """A one-connection origin that answers every request with `raw`."""
+
+    def __init__(self, raw, requests=1):
+        import threading
+        self.raw = raw
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.seen = []
+        self.t = threading.Thread(target=self._serve, args=(requests,), daemon=True)
+        self.t.start()
+
+    def _serve(self, n):
+        try:
+            c, _ = self.srv.accept()
+            c.settimeout(10)
+            buf = b""
+            for _ in range(n):
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                self.seen.append(head)
+                c.sendall(self.raw)
+            c.recv(1)
+            c.close()
+        except OSError:
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+def test_origin_response_with_content_length_and_chunked_is_not_desynced(agent):
+    """RFC 9112 6.3: Transfer-Encoding overrides Content-Length. The client
+    must get the chunked body, and a second response on the connection must
+    line up."""
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n0\r\n\r\n")
+    o = RawOrigin(raw, requests=2)
+    try:
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", "http://plain.test:%d/a" % o.port)
+            if r.status == 502:
+                return  # refusing an ambiguous response is also safe
+            assert r.status == 200 and r.body == b"hello", r
+            r2 = c.request("GET", "http://plain.test:%d/b" % o.port)
+            assert r2.status in (200, 502) and r2.body in (b"hello", r2.body), r2
+            if r2.status == 200:
+                assert r2.body == b"hello"
+    finally:
+        o.close()
+
+
+def test_origin_early_hints_then_final_response(agent):
+    raw = (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+    o = RawOrigin(raw)
+    try:
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", "http://plain.test:%d/hints" % o.port)  # skips 1xx
+            assert r.status == 200 and r.body == b"final", r
+    finally:
+        o.close()
+
+
+def test_origin_garbage_response_gives_502(agent):
+    o = RawOrigin(b"THIS IS NOT HTTP\r\n\r\n")
+    try:
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", "http://plain.test:%d/garbage" % o.port)
+            assert r.status == 502, r
+    finally:
+        o.close()
+
+
+def test_origin_huge_response_head_gives_502(agent):
+    o = RawOrigin(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300000 + b"\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with ProxyClient(agent.port) as c:
+            r = c.request("GET", "http://plain.test:%d/bighead" % o.port)
+            assert r.status == 502, r
+    finally:
+        o.close()

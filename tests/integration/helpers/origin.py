@@ -19,6 +19,9 @@ Routes (any method; HEAD gets the GET headers and no body):
   /close            answers with Connection: close and closes
   /reset/N          announces 2*N bytes, sends N, then resets (RST)
   /hang             reads the request and never answers (until stop)
+  ?close_after_ms=T on the default page: answers with keep-alive, then
+                    closes the idle connection T ms later (a server-side
+                    keep-alive timeout: a pooled connection goes stale)
 Origins are context managers; stop() closes every connection.
 """
 import hashlib
@@ -346,6 +349,10 @@ class Origin:
             return False
         if path == "/hang":
             self._stop.wait(60)
+            return False
+        if "close_after_ms" in req.query:
+            self._send(sock, req, 200, self._page(req), "text/html", True)
+            self._stop.wait(int(req.query["close_after_ms"]) / 1000.0)
             return False
         return self._send(sock, req, 200, self._page(req), "text/html", keep)
 
