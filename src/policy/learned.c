@@ -182,7 +182,7 @@ bool learned_match(struct learned *s, const char *app, const char *host, int64_t
         if (rule && rulelen) {
             char until[32];
             fmt_time(nd->e.expires, until, sizeof until);
-            snprintf(rule, rulelen, "learned \"%s\" -> \"%s\" (%s, %ux, until %s)",
+            snprintf(rule, rulelen, "\"%s\" -> \"%s\" (%s, %ux, until %s)",
                      nd->e.app[0] ? nd->e.app : "?", nd->e.host,
                      nd->e.reason[0] ? nd->e.reason : "rejected certificate",
                      (unsigned)nd->e.count, until);

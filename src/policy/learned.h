@@ -60,7 +60,8 @@ int learned_record(struct learned *s, const char *app, const char *host, const c
 
 /* Whether a live entry matches. On a match writes a rule text naming the
  * entry into `rule` (may be NULL), e.g.
- *   learned "skypeapp" -> "login.skype.com" (tls alert unknown_ca, 3x, until 2026-11-25T10:00:00Z)
+ *   "skypeapp" -> "login.skype.com" (tls alert unknown CA, 3x, until 2026-11-25T10:00:00Z)
+ * (the policy's rule text then reads `learned exclusion "skypeapp" -> ...`).
  * Thread-safe, read lock only; never allocates. */
 bool learned_match(struct learned *s, const char *app, const char *host, int64_t now,
                    enum learned_scope scope, char *rule, size_t rulelen);
