@@ -46,8 +46,13 @@ static int is_ipv4(const char *s, size_t n)
 /* Copies an IPv6 literal (without brackets), lower-cased and checked. */
 static int copy_v6(const char *p, size_t n, char *out, size_t cap)
 {
+    int colons = 0;
     if (n == 0 || n + 1 > cap || n > 45)
         return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        colons += p[i] == ':';
+    if (colons < 2)
+        return -EINVAL;    /* not IPv6, and "a:b" would read as host:port */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = lower((unsigned char)p[i]);
         if (!is_v6_char(c))
