@@ -70,7 +70,7 @@ int apiv_str(json_t *o, const char *key, bool required, size_t max, const char *
         return fail(e, key, "`%s` must be a string", key);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
-    if (n == 0 && required)
+    if (n == 0 && (required || strcmp(charset, "text") != 0))
         return fail(e, key, "`%s` must not be empty", key);
     if (n > max)
         return fail(e, key, "`%s` is too long (%zu bytes, at most %zu)", key, n, max);
