@@ -26,6 +26,14 @@ int lctx_fail(struct lctx *c, const char *path, const char *fmt, ...)
     return util_err(c->err, c->errlen, -EINVAL, "%s:%d: key `%s`: %s", c->origin, line, path, msg);
 }
 
+void lctx_path(char *dst, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+}
+
 const char *lctx_got(const json_t *v, char *buf, size_t cap)
 {
     switch (json_typeof(v)) {
@@ -60,7 +68,7 @@ int lctx_check_keys(struct lctx *c, const char *path, const json_t *obj, const c
         if (ok)
             continue;
         char full[PATH_BUF], list[400] = "";
-        snprintf(full, sizeof full, "%s%s%s", path, *path ? "." : "", k);
+        lctx_path(full, sizeof full, "%s%s%s", path, *path ? "." : "", k);
         for (size_t i = 0; allowed[i]; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", allowed[i]);
         const char *dym = pol_did_you_mean(k, allowed, SIZE_MAX);
@@ -84,7 +92,7 @@ int lctx_patterns(struct lctx *c, const char *path, const json_t *arr, unsigned 
     json_t *v;
     json_array_foreach(arr, i, v) {
         char ip[PATH_BUF], perr[UTIL_ERRLEN];
-        snprintf(ip, sizeof ip, "%s[%zu]", path, i);
+        lctx_path(ip, sizeof ip, "%s[%zu]", path, i);
         if (lctx_expect(c, ip, v, JSON_STRING, "a pattern string") < 0 ||
             (pat_set_add(s, json_string_value(v), (int)i, perr, sizeof perr) < 0 &&
              lctx_fail(c, ip, "%s", perr) < 0)) {
@@ -191,7 +199,7 @@ static int add_app_hosts(struct lctx *c, struct policy *p, const char *path, con
     if (lctx_check_keys(c, path, o, keys) < 0)
         return -EINVAL;
     json_t *app = json_object_get(o, "app"), *hosts = json_object_get(o, "hosts");
-    snprintf(sub, sizeof sub, "%s.app", path);
+    lctx_path(sub, sizeof sub, "%s.app", path);
     if (!app)
         return lctx_fail(c, path, "missing \"app\" (the application's process name)");
     if (lctx_expect(c, sub, app, JSON_STRING, "an application name") < 0)
@@ -202,7 +210,7 @@ static int add_app_hosts(struct lctx *c, struct policy *p, const char *path, con
         return lctx_fail(c, sub, "expected an application name, got \"%.60s\"", json_string_value(app));
     if (!hosts)
         return lctx_fail(c, path, "missing \"hosts\" (without it, list the application as a plain string)");
-    snprintf(sub, sizeof sub, "%s.hosts", path);
+    lctx_path(sub, sizeof sub, "%s.hosts", path);
     struct pol_app_hosts *na = realloc(p->app_hosts, (p->napp_hosts + 1) * sizeof *na);
     if (!na)
         return util_err(c->err, c->errlen, -ENOMEM, "out of memory");
@@ -245,7 +253,7 @@ static int parse_disabled_apps(struct lctx *c, struct policy *p, const json_t *v
     json_t *e;
     json_array_foreach(v, i, e) {
         char path[PATH_BUF], g[96];
-        snprintf(path, sizeof path, "disabled_apps[%zu]", i);
+        lctx_path(path, sizeof path, "disabled_apps[%zu]", i);
         int r;
         if (json_is_string(e)) {
             p->app_texts[i] = strdup(json_string_value(e));

@@ -23,6 +23,9 @@ struct lctx {
     size_t errlen;
 };
 
+/* Formats a key path ("schedules[3].from"); truncates silently (a path
+ * longer than PATH_BUF only shortens a message). */
+void lctx_path(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "ORIGIN:LINE: key `path`: MESSAGE"; returns -EINVAL. */
 int lctx_fail(struct lctx *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

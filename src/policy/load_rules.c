@@ -55,7 +55,7 @@ int lctx_category_list(struct lctx *c, const char *path, const json_t *arr, char
     json_t *v;
     json_array_foreach(arr, i, v) {
         char ip[PATH_BUF];
-        snprintf(ip, sizeof ip, "%s[%zu]", path, i);
+        lctx_path(ip, sizeof ip, "%s[%zu]", path, i);
         if (lctx_expect(c, ip, v, JSON_STRING, "a category name") < 0 ||
             check_category(c, ip, json_string_value(v)) < 0)
             return -EINVAL;
@@ -95,8 +95,8 @@ static int parse_categories(struct lctx *c, const char *path, const json_t *obj,
     json_t *v;
     json_object_foreach((json_t *)obj, k, v) {
         char kp[PATH_BUF];
-        enum pol_cat_action a;
-        snprintf(kp, sizeof kp, "%s.%s", path, k);
+        enum pol_cat_action a = PCA_NONE;
+        lctx_path(kp, sizeof kp, "%s.%s", path, k);
         if (check_category(c, kp, k) < 0 || parse_action(c, kp, v, &a) < 0)
             return -EINVAL;
         if (pol_cat_rules_set(rules, k, a, false) < 0)
@@ -146,7 +146,7 @@ static int parse_days(struct lctx *c, const char *path, const json_t *v, uint8_t
     json_t *d;
     json_array_foreach(v, i, d) {
         char dp[PATH_BUF], g[96];
-        snprintf(dp, sizeof dp, "%s[%zu]", path, i);
+        lctx_path(dp, sizeof dp, "%s[%zu]", path, i);
         int k = -1;
         for (int j = 0; json_is_string(d) && names[j]; j++)
             if (!strcmp(names[j], json_string_value(d)))
@@ -169,13 +169,13 @@ static int parse_schedule(struct lctx *c, const char *path, const json_t *o, str
         return -EINVAL;
     s->days = 0x7f;
     json_t *v = json_object_get(o, "days");
-    snprintf(kp, sizeof kp, "%s.days", path);
+    lctx_path(kp, sizeof kp, "%s.days", path);
     if (v && parse_days(c, kp, v, &s->days) < 0)
         return -EINVAL;
     static const char *const ends[] = { "from", "to" };
     int *dst[] = { &s->from, &s->to };
     for (int i = 0; i < 2; i++) {
-        snprintf(kp, sizeof kp, "%s.%s", path, ends[i]);
+        lctx_path(kp, sizeof kp, "%s.%s", path, ends[i]);
         v = json_object_get(o, ends[i]);
         if (!v)
             return lctx_fail(c, path, "missing \"%s\" (a time \"HH:MM\")", ends[i]);
@@ -189,7 +189,7 @@ static int parse_schedule(struct lctx *c, const char *path, const json_t *o, str
         return lctx_fail(c, path, "\"from\" and \"to\" are equal: the window is empty");
     if ((v = json_object_get(o, "name")) && lctx_expect(c, path, v, JSON_STRING, "a string") < 0)
         return -EINVAL;
-    snprintf(kp, sizeof kp, "%s.categories", path);
+    lctx_path(kp, sizeof kp, "%s.categories", path);
     if (!(v = json_object_get(o, "categories")))
         return lctx_fail(c, path, "missing \"categories\" (the rules active in this window)");
     return parse_categories(c, kp, v, &s->cats);
@@ -206,7 +206,7 @@ static int parse_schedules(struct lctx *c, struct policy *p, const json_t *v)
     json_t *o;
     json_array_foreach(v, i, o) {
         char path[PATH_BUF];
-        snprintf(path, sizeof path, "schedules[%zu]", i);
+        lctx_path(path, sizeof path, "schedules[%zu]", i);
         p->nsched = i + 1;
         if (parse_schedule(c, path, o, &p->sched[i]) < 0)
             return -EINVAL;
@@ -227,7 +227,7 @@ static int parse_safe_search(struct lctx *c, struct policy *p, const json_t *v)
     for (int e = 0; keys[e]; e++) {
         json_t *b = json_object_get(v, keys[e]);
         char kp[PATH_BUF];
-        snprintf(kp, sizeof kp, "safe_search.%s", keys[e]);
+        lctx_path(kp, sizeof kp, "safe_search.%s", keys[e]);
         if (b && lctx_expect(c, kp, b, JSON_TRUE, "true or false") < 0)
             return -EINVAL;
         if (json_is_true(b))
