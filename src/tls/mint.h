@@ -46,4 +46,8 @@ struct tls_mint_stats {
 };
 void tls_minter_stats(struct tls_minter *m, struct tls_mint_stats *out);
 
+/* Added: waits until every minted leaf queued for the disk cache is written
+ * (writes happen on a background thread; tls_minter_free also waits). */
+void tls_minter_flush(struct tls_minter *m);
+
 #endif

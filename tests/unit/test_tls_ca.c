@@ -89,7 +89,7 @@ static void test_init_creates_ecdsa_ca_with_private_key_mode_0600(void **state)
     umask(old);
     assert_int_equal(rc, 0);
     assert_int_equal(file_mode(sub), 0700);
-    char key[128], crt[128];
+    char key[160], crt[160];
     snprintf(key, sizeof key, "%s/ca.key", sub);
     snprintf(crt, sizeof crt, "%s/ca.crt", sub);
     assert_int_equal(file_mode(key), 0600);
@@ -127,7 +127,7 @@ static void test_init_creates_ecdsa_ca_with_private_key_mode_0600(void **state)
     assert_int_equal(ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(ca.cert)), 1);
     assert_true(days >= 3649 && days <= 3650);
     /* the real openssl agrees on the fingerprint and verifies it as a root */
-    char cmd[300], line[256], want[128];
+    char cmd[400], line[256], want[128];
     snprintf(cmd, sizeof cmd, "openssl x509 -in %s -noout -fingerprint -sha256", crt);
     run_line(cmd, line, sizeof line);
     snprintf(want, sizeof want, "sha256 Fingerprint=%s", ca.fingerprint);

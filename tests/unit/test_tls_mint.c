@@ -211,6 +211,7 @@ static void test_corrupt_or_foreign_disk_cache_is_reminted(void **state)
     char p[256], keyp[128];
     tls_names_from_host("corrupt.example", &n);
     X509_free(tls_mint_leaf(f->m, &n, f->err, sizeof f->err));
+    tls_minter_flush(f->m);        /* disk writes are asynchronous */
     cached_file(f, p, sizeof p);
     tls_minter_free(f->m);
     assert_int_equal(util_write_file_atomic(p, "-----BEGIN CERT", 15, 0644, NULL, 0), 0);
@@ -249,6 +250,7 @@ static void test_memory_cache_is_bounded_and_evicts_least_recent(void **state)
     X509_free(tls_mint_leaf(f->m, &a, f->err, sizeof f->err));   /* a is recent */
     X509_free(tls_mint_leaf(f->m, &c, f->err, sizeof f->err));   /* evicts b */
     X509_free(tls_mint_leaf(f->m, &a, f->err, sizeof f->err));
+    tls_minter_flush(f->m);
     X509_free(tls_mint_leaf(f->m, &b, f->err, sizeof f->err));   /* from disk */
     tls_minter_stats(f->m, &st);
     assert_int_equal(st.minted, 3);
