@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "                         (required for one: shoji is never an open relay)\n"
             "  --workers N            event-loop threads (default: the number of cores)\n"
             "  --max-connections N    client connections at once; past it: 503 (default 16384)\n"
+            "  --user NAME            after binding, run as NAME keeping only the capabilities\n"
+            "                         it needs (docs/SECURITY.md)\n"
             "  --verbose              debug messages on stderr\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the policy and hosts files\n"
@@ -80,6 +82,7 @@ int cli_run(int argc, char **argv)
         OPT("--access-log", cfg.access_log)
         OPT("--log-format", cfg.log_format)
         OPT("--allow-clients", cfg.allow_clients)
+        OPT("--user", cfg.user)
 #undef OPT
         if ((r = cli_opt(argc, argv, &i, "--workers", &v)) != 0) {
             unsigned n;

@@ -155,4 +155,14 @@ int platform_intercept_status(char **out, char *err, size_t errlen);
 int platform_intercept_heartbeat(unsigned ttl_ms, char *err, size_t errlen);
 int platform_intercept_down(char *err, size_t errlen);
 
+/* ---- least privilege ---------------------------------------------------- */
+
+/* Becomes `user` (refusing root), keeping only CAP_SYS_PTRACE (process
+ * lookup) and, with keep_net_admin, CAP_NET_ADMIN (SO_MARK, heartbeat);
+ * sets no_new_privs. Must be called as root, before any thread starts. */
+int platform_drop_privileges(const char *user, bool keep_net_admin, int *uid_out, int *gid_out,
+                             char *err, size_t errlen);
+/* The uid and gid of `user`. */
+int platform_user_ids(const char *user, int *uid, int *gid, char *err, size_t errlen);
+
 #endif

@@ -40,6 +40,7 @@ struct proxy_config {
     const char *access_log;      /* NULL: no access log; "-" = stdout */
     const char *log_format;      /* "json" (default) or "squid" */
     int workers;                 /* 0: number of cores */
+    const char *user;            /* drop to this user after binding, or NULL */
     const char *allow_clients;   /* "CIDR,CIDR": who may use a non-loopback listener */
     struct proxy_limits limits;
 };

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "proxy/admin.h"
@@ -519,6 +520,60 @@ static void remove_pidfile(const char *state_dir)
     unlink(path);
 }
 
+/* Hands the state the agent keeps writing (the dir, the certificate cache,
+ * learned exclusions) to `user`; the CA key stays root's. */
+static int chown_state(const char *dir, int uid, int gid, char *err, size_t errlen)
+{
+    static const char *const owned[] = { "", "/certs", "/learned.json", "/leaf.key" };
+    char path[4096];
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(owned); i++) {
+        snprintf(path, sizeof path, "%s%s", dir, owned[i]);
+        if (chown(path, (uid_t)uid, (gid_t)gid) < 0 && errno != ENOENT)
+            return util_err(err, errlen, -errno, "cannot hand %s to the agent's user: %s", path,
+                            strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/certs", dir);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[4400];
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        if (chown(sub, (uid_t)uid, (gid_t)gid) < 0)
+            continue;
+        DIR *d2 = opendir(sub);
+        struct dirent *f;
+        while (d2 && (f = readdir(d2))) {
+            char file[4700];
+            snprintf(file, sizeof file, "%s/%s", sub, f->d_name);
+            if (f->d_name[0] != '.' && chown(file, (uid_t)uid, (gid_t)gid) < 0)
+                log_warn("cannot chown %s", file);
+        }
+        if (d2)
+            closedir(d2);
+    }
+    if (d)
+        closedir(d);
+    return 0;
+}
+
+static int drop_privileges(const struct proxy_config *cfg, char *err, size_t errlen)
+{
+    int uid, gid;
+    if (!cfg->user)
+        return 0;
+    int rc = platform_user_ids(cfg->user, &uid, &gid, err, errlen);
+    if (rc == 0)
+        rc = chown_state(cfg->state_dir, uid, gid, err, errlen);
+    if (rc == 0)
+        rc = platform_drop_privileges(cfg->user, cfg->transparent != NULL, NULL, NULL, err, errlen);
+    if (rc == 0)
+        log_info("running as %s, keeping CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH%s", cfg->user,
+                 cfg->transparent ? " and CAP_NET_ADMIN" : "");
+    return rc;
+}
+
 static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
                          const struct sockaddr_storage *tss, char *err, size_t errlen)
 {
@@ -532,6 +587,9 @@ static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
         if (worker_init(&m->workers[i], i, m->sh, fd, tfd, err, errlen) < 0)
             return -EINVAL;
     }
+    int rc = drop_privileges(m->sh->cfg, err, errlen);   /* sockets bound, no thread yet */
+    if (rc < 0)
+        return rc;
     for (int i = 0; i < m->n; i++)
         if (uv_thread_create(&m->workers[i].thread, worker_main, &m->workers[i]) != 0)
             return util_err(err, errlen, -EAGAIN, "cannot start worker thread %d", i);
