@@ -231,8 +231,11 @@ static int serve(struct opts *o)
         db_close(s.db);
         return 1;
     }
-    printf("shoji-server %s: listening on https://%s (port %d), database %s\n", SHOJI_VERSION,
-           o->c.listen, web_port(), db_kind(s.db) == DB_SQLITE ? "sqlite" : "postgresql");
+    char host[256];
+    const char *colon = strrchr(o->c.listen, ':');
+    sv_copy(host, sizeof host, sv_make(o->c.listen, colon ? (size_t)(colon - o->c.listen) : 0));
+    printf("shoji-server %s: listening on https://%s:%d (port %d), database %s\n", SHOJI_VERSION,
+           host, web_port(), web_port(), db_kind(s.db) == DB_SQLITE ? "sqlite" : "postgresql");
     printf("certificate SHA-256 fingerprint: %s\n", s.fingerprint);
     fflush(stdout);
     for (;;) {
