@@ -201,9 +201,10 @@ static enum pol_cat_action cats_action(const struct pol_cat_rules *r, const stru
 /* Category rules: the first active schedule with a rule for one of the
  * categories, else the base rules (template + `categories`). */
 static enum pol_cat_action cat_rule(const struct policy *p, const struct policy_facts *f,
-                                    const struct catset *cs, char *rule, size_t cap)
+                                    const struct catset *cs, char *rule, size_t cap, int *catp)
 {
     int cat = -1;
+    *catp = -1;
     for (size_t i = 0; i < p->nsched; i++) {
         const struct pol_schedule *s = &p->sched[i];
         enum pol_cat_action a;
@@ -212,6 +213,7 @@ static enum pol_cat_action cat_rule(const struct policy *p, const struct policy_
         snprintf(rule, cap, "schedules[%zu].categories.%s = %s (%02d:%02d-%02d:%02d)", i,
                  catdb_category_name(p->db, (uint16_t)cat), pol_cat_action_name(a),
                  s->from / 60, s->from % 60, s->to / 60, s->to % 60);
+        *catp = cat;
         return a;
     }
     enum pol_cat_action a = cats_action(&p->cats, cs, &cat);
@@ -221,6 +223,7 @@ static enum pol_cat_action cat_rule(const struct policy *p, const struct policy_
             snprintf(rule, cap, "template %s: %s = %s", p->template_name, r->name, pol_cat_action_name(a));
         else
             snprintf(rule, cap, "categories.%s = %s", r->name, pol_cat_action_name(a));
+        *catp = cat;
     }
     return a;
 }
@@ -252,18 +255,13 @@ static void lookup_cats(const struct policy *p, const struct policy_facts *f, bo
 }
 
 static void cat_verdict(const struct policy *p, struct policy_verdict *v, enum policy_action a,
-                        const char *rule)
+                        const char *rule, int cat)
 {
     v->action = a;
     v->on = POLICY_ON_CATEGORY;
     util_strlcpy(v->rule, rule, sizeof v->rule);
-    for (uint16_t i = 0; i < v->cats.n; i++) {
-        const char *cn = catdb_category_name(p->db, v->cats.id[i]);
-        if (cn && strstr(rule, cn)) {
-            util_strlcpy(v->matched, cn, sizeof v->matched);
-            break;
-        }
-    }
+    const char *cn = cat >= 0 ? catdb_category_name(p->db, (uint16_t)cat) : NULL;
+    util_strlcpy(v->matched, cn ? cn : "", sizeof v->matched);
 }
 
 /* ---- phases ----------------------------------------------------------------- */
@@ -284,9 +282,10 @@ static int host_filter(const struct policy *p, const struct policy_facts *f,
         return 1;
     }
     char rule[256] = "";
-    enum pol_cat_action a = cat_rule(p, f, &v->cats, rule, sizeof rule);
+    int cat;
+    enum pol_cat_action a = cat_rule(p, f, &v->cats, rule, sizeof rule, &cat);
     if (a == PCA_BLOCK) {
-        cat_verdict(p, v, POLICY_BLOCK, rule);
+        cat_verdict(p, v, POLICY_BLOCK, rule, cat);
         return 1;
     }
     *allowed = a != PCA_NONE;
@@ -404,13 +403,14 @@ static void decide_request(const struct policy *p, const struct policy_facts *f,
         return;
     }
     char rule[256] = "";
-    enum pol_cat_action a = cat_rule(p, f, &v->cats, rule, sizeof rule);
+    int cat;
+    enum pol_cat_action a = cat_rule(p, f, &v->cats, rule, sizeof rule, &cat);
     if (a == PCA_BLOCK) {
-        cat_verdict(p, v, POLICY_BLOCK, rule);
+        cat_verdict(p, v, POLICY_BLOCK, rule, cat);
         return;
     }
     if (a == PCA_VIEW_ONLY) {
-        cat_verdict(p, v, POLICY_ALLOW, rule);
+        cat_verdict(p, v, POLICY_ALLOW, rule, cat);
         view_only_verdict(f, v);
         return;
     }
@@ -426,7 +426,7 @@ static void decide_request(const struct policy *p, const struct policy_facts *f,
     }
     v->view_only = wc >= 0;
     if (a == PCA_ALLOW) {
-        cat_verdict(p, v, POLICY_ALLOW, rule);
+        cat_verdict(p, v, POLICY_ALLOW, rule, cat);
         return;
     }
     v->action = p->default_block ? POLICY_BLOCK : POLICY_ALLOW;
