@@ -501,7 +501,8 @@ static int cmd_apply(const struct compat_opts *o)
         goto out;
     }
     if (w == 0) {
-        printf("nothing to change: %s already has these workarounds\n", o->policy);
+        printf("nothing to change: %s already has these workarounds (no agent reload needed)\n",
+               o->policy);
     } else {
         printf("%s %s (%d addition%s)\n", created ? "created" : "updated", o->policy, added,
                added == 1 ? "" : "s");

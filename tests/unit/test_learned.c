@@ -149,8 +149,8 @@ static void test_corrupt_file_is_kept_aside_and_store_starts_empty(void **state)
     static const char *bad[] = {
         "{\"version\":1,\"entries\":[{\"host\":\"a\"",          /* truncated */
         "[1,2,3]",                                              /* wrong shape */
-        "{\"entries\":[{\"host\":\"a.example\",\"app\":\"x\",\"first_seen\":1,"
-        "\"last_seen\":1,\"expires\":\"soon\",\"count\":1}]}", /* wrong type */
+        ("{\"entries\":[{\"host\":\"a.example\",\"app\":\"x\",\"first_seen\":1,"
+         "\"last_seen\":1,\"expires\":\"soon\",\"count\":1}]}"), /* wrong type */
         "{\"entries\":[{\"host\":\"\",\"first_seen\":1,\"last_seen\":1,\"expires\":9,\"count\":1}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
