@@ -153,8 +153,6 @@ static bool handle_lines(struct watch *w, char *buf, size_t *len)
             apply(w, ev);
             json_decref(ev);
             w->seen++;
-            if (!w->json && !w->tty && w->count >= 0)
-                ;   /* printed as a table at the end */
             if (w->count > 0 && w->seen >= (unsigned long long)w->count)
                 go_on = false;
         }

@@ -151,7 +151,7 @@ static void iso_time(uint64_t ms, char *buf, size_t cap)
 
 static void format_json(struct out *o, const struct access_record *r)
 {
-    char ts[40];
+    char ts[64];
     iso_time(r->time_ms, ts, sizeof ts);
     putf(o, "{\"time\":\"%s\",\"request_id\":%llu", ts, (unsigned long long)r->request_id);
     json_kv(o, "event", r->event);

@@ -319,7 +319,9 @@ static void set_query_param(char *path, size_t cap, const char *name, const char
         memcpy(out, path, o);
     }
     out[o] = '\0';
-    snprintf(path, cap, "%s%c%s=%s", out, strchr(out, '?') ? '&' : '?', name, value);
+    if (o + strlen(name) + strlen(value) + 3 > cap)
+        return;   /* no room to enforce: leave the path as it was */
+    snprintf(path, cap, "%.*s%c%s=%s", (int)o, out, strchr(out, '?') ? '&' : '?', name, value);
 }
 
 /* Safe search on decoded traffic: Google safe=active, Bing adlt=strict,
