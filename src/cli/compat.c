@@ -485,8 +485,11 @@ static int cmd_apply(const struct compat_opts *o)
     }
     if (!(c = load_catalog(o)) || select_entries(o, c, &sel, &n) < 0)
         goto out;
-    if (o->detected && !n)
+    if (o->detected && !n) {
         printf("no product of the catalog detected on this machine; nothing to apply\n");
+        rc = 0;
+        goto out;
+    }
     int added = 0;
     for (size_t i = 0; i < n; i++) {
         int r = apply_entry(pe, sel[i], o->workaround);
