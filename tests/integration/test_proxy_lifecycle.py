@@ -1,4 +1,4 @@
-"""Start-up, CA files, tunnels of non-TLS traffic, and graceful shutdown."""
+"""Start-up, CA files, signals (SIGHUP reload, graceful SIGTERM)."""
 import os
 import stat
 import threading
@@ -7,7 +7,7 @@ import time
 import pytest
 
 from helpers.agent import run_cli
-from helpers.client import ProxyClient, connect_tunnel
+from helpers.client import ProxyClient
 from helpers.origin import pattern_sha256
 
 
@@ -59,38 +59,6 @@ def test_sigterm_idle_agent_exits_promptly(agent):
         t0 = time.monotonic()
         agent.stop(timeout=10)
         assert time.monotonic() - t0 < 5
-
-
-def test_connect_to_non_tls_server_is_tunnelled_untouched(agent, echo_server):
-    s, r = connect_tunnel(agent.port, "echo.test", echo_server.port)
-    try:
-        assert r.status == 200, r
-        s.settimeout(10)
-        payload = bytes(range(256)) * 64
-        s.sendall(b"PING not tls\r\n" + payload)
-        want = ("SHOJI-ECHO %s\r\n" % echo_server.marker).encode() + b"PING not tls\r\n" + payload
-        got = b""
-        while len(got) < len(want):
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
-        assert got == want
-    finally:
-        s.close()
-
-
-def test_server_speaks_first_protocol_through_connect(agent, echo_server):
-    """The client says nothing after CONNECT: after the peek timeout the
-    agent tunnels and the server's banner reaches the client."""
-    s, r = connect_tunnel(agent.port, "echo.test", echo_server.port)
-    try:
-        assert r.status == 200
-        s.settimeout(15)
-        banner = s.recv(100)
-        assert banner.startswith(b"SHOJI-ECHO " + echo_server.marker.encode()), banner
-    finally:
-        s.close()
 
 
 def test_sighup_reloads_the_hosts_file(agent_factory, tmp_path, make_origin):

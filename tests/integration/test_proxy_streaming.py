@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers.agent import sanitizer_env
+from helpers.agent import Agent, sanitizer_env
 from helpers.client import HTTPReader, ProxyClient, _request_bytes, tls_via_proxy
 from helpers.origin import pattern_chunks, pattern_sha256
 
@@ -48,11 +48,23 @@ class RssSampler:
         self._t.join()
 
 
-@pytest.fixture
-def lean_agent(agent_factory):
+@pytest.fixture(scope="module")
+def lean_agent_module(tmp_path_factory, hosts_file, pki):
     asan = sanitizer_env().get("ASAN_OPTIONS", "")
     asan = (asan + ":" if asan else "") + "quarantine_size_mb=16"
-    return agent_factory(env={"ASAN_OPTIONS": asan}).start()
+    d = tmp_path_factory.mktemp("lean-agent")
+    a = Agent(str(d / "state"), hosts_path=hosts_file, upstream_ca=pki.ca_cert_path,
+              access_log=str(d / "access.log"), env={"ASAN_OPTIONS": asan})
+    a.ca_init()
+    a.start()
+    yield a
+    a.stop(check=True)
+
+
+@pytest.fixture
+def lean_agent(lean_agent_module):
+    yield lean_agent_module
+    assert lean_agent_module.running(), "agent died:\n" + lean_agent_module.stderr()
 
 
 def chunked_upload(sock, host, n):

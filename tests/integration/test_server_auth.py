@@ -118,3 +118,14 @@ def test_two_servers_on_one_database_share_sessions_and_writes(db_url, make_serv
     # logout on b ends the session on a
     assert cb.post("/api/v1/logout", {}, headers={"X-CSRF-Token": csrf}).status == 200
     assert ca.get("/api/v1/agents").status == 401
+
+
+def test_the_server_survives_a_postgresql_restart(db_url, srv, admin, request):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    agent_id, agent = enrol(srv, admin)
+    request.getfixturevalue("pg_cluster").restart()
+    # every pooled connection is broken now; each is reset on its next use
+    for _ in range(6):
+        assert admin.get("/api/v1/agents").status == 200
+        assert agent.get("/api/v1/agent").status == 200

@@ -241,3 +241,31 @@ def test_conflicts_are_aggregated_across_agents_and_stats_count_blocks(srv, admi
     assert st["top_hosts"][0] == {"host": "g.test", "blocked": 2}
     st = admin.get("/api/v1/stats/blocked?from=%d" % (now - 60)).json
     assert sum(p["blocked"] for p in st["per_hour"]) == 3
+
+
+def test_concurrent_uploads_and_retries_store_every_line_exactly_once(srv, admin):
+    import concurrent.futures
+    agents = [enrol(srv, admin)[1] for _ in range(4)]
+    t0 = 1700000000
+
+    def job(i):
+        ag = agents[i % 4]
+        lines = [log_line(t0 + i, "h%d-%d.test" % (i, k)) for k in range(20)]
+        # every batch is sent twice (a retry after a lost answer)
+        return [put_batch(ag, "logs", "b%03d" % i, lines).status for _ in range(2)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(job, range(24)))
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        racing = list(ex.map(lambda _: put_batch(agents[0], "logs", "same",
+                                                 [log_line(t0, "same.test")]).status, range(8)))
+    assert all(sorted(r) == [200, 201] for r in results), results
+    assert sorted(racing) == [200] * 7 + [201]
+    total, cursor = 0, None
+    while True:
+        r = admin.get("/api/v1/logs?limit=1000" + ("&cursor=" + cursor if cursor else ""))
+        total += len(r.json["logs"])
+        cursor = r.json["next"]
+        if not cursor:
+            break
+    assert total == 24 * 20 + 1

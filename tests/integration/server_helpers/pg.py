@@ -62,3 +62,6 @@ class PgCluster:
     def stop(self):
         self._run(PG_BIN + "/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self):
+        self._run(PG_BIN + "/pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "restart")
