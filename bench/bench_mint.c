@@ -93,7 +93,7 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("CA key %s, leaf key ECDSA P-256, cache dir %s/certs\n", o.rsa ? "RSA-3072" : "ECDSA P-256", dir);
-    int rc = run_mints(m, mints, "mint (sign + disk write)");
+    int rc = run_mints(m, mints, "mint (disk write queued)");
     if (rc == 0) {
         run_hits(m, mints, lookups);
         tls_minter_free(m);     /* a restart: memory empty, disk full */
