@@ -1,7 +1,9 @@
 /* bench_decide: decisions per second of policy_decide() with 10 and with
  * 10,000 decode exclusion patterns and 1,000 disabled applications, in the
  * CONNECT and REQUEST phases — to show the cost per lookup does not grow
- * with the lists. Usage: bench_decide [ITERATIONS] (default 2,000,000). */
+ * with the lists. Usage: bench_decide [ITERATIONS [CATDB]] (default
+ * 2,000,000; with CATDB, e.g. the UT1 lists compiled by `shoji catdb compile`,
+ * every decision also looks up categories under the high_school template). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +14,16 @@
 
 /* A policy with `npat` exclusion patterns (exact hosts, globs, IPv4 CIDRs,
  * certificate names) and `napps` disabled applications. */
-static char *make_policy(int npat, int napps)
+static char *make_policy(int npat, int napps, const char *db)
 {
-    size_t cap = (size_t)(npat + napps) * 64 + 256, n = 0;
+    size_t cap = (size_t)(npat + napps) * 64 + 4096, n = 0;
     char *t = malloc(cap);
     if (!t)
         return NULL;
-    n += (size_t)snprintf(t + n, cap - n, "{\"decode\": {\"exclude_hosts\": [");
+    n += (size_t)snprintf(t + n, cap - n, "{");
+    if (db)
+        n += (size_t)snprintf(t + n, cap - n, "\"category_db\": \"%.2000s\", \"template\": \"high_school\", ", db);
+    n += (size_t)snprintf(t + n, cap - n, "\"decode\": {\"exclude_hosts\": [");
     for (int i = 0; i < npat; i++) {
         const char *sep = i ? "," : "";
         switch (i % 4) {
@@ -39,7 +44,7 @@ static double run(const struct policy *p, enum policy_phase ph, long iters)
 {
     static const char *const hosts[] = { "www.example.com", "host4000.vendor.example",
                                          "a.b.zone4001.vendor.example", "cdn.ads.example",
-                                         "osce.icrc.trendmicro.com", "static.news.example.org" };
+                                         "www.pokerstars.com", "static.news.example.org" };
     static const char *const apps[] = { "firefox", "app500.exe", "curl", "chromium" };
     struct policy_facts f;
     struct policy_verdict v;
@@ -68,17 +73,19 @@ static double run(const struct policy *p, enum policy_phase ph, long iters)
 int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 2000000;
+    const char *db = argc > 2 ? argv[2] : NULL;
     if (iters <= 0 || iters > 1000000000L) {
-        fprintf(stderr, "usage: bench_decide [ITERATIONS]\n");
+        fprintf(stderr, "usage: bench_decide [ITERATIONS [CATDB]]\n");
         return 2;
     }
     const int sizes[][2] = { { 10, 10 }, { 10000, 1000 } };
-    printf("# policy_decide() decisions per second (%ld iterations each)\n", iters);
+    printf("# policy_decide() decisions per second (%ld iterations each%s%s)\n", iters,
+           db ? ", category database " : "", db ? db : "");
     for (size_t s = 0; s < 2; s++) {
-        char *text = make_policy(sizes[s][0], sizes[s][1]), err[UTIL_ERRLEN];
+        char *text = make_policy(sizes[s][0], sizes[s][1], db), err[UTIL_ERRLEN];
         struct policy *p;
         uint64_t t0 = util_mono_us();
-        if (!text || policy_load_text(text, strlen(text), "bench", NULL, &p, err, sizeof err) < 0) {
+        if (!text || policy_load_text(text, strlen(text), "bench", db ? "." : NULL, &p, err, sizeof err) < 0) {
             fprintf(stderr, "bench_decide: %s\n", text ? err : "out of memory");
             return 1;
         }
