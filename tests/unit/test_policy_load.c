@@ -153,6 +153,48 @@ static void test_shipped_sample_policy_loads(void **st)
     free(text);
 }
 
+static void test_ten_thousand_exclusions_and_a_thousand_apps_decide_correctly(void **st)
+{
+    (void)st;
+    size_t cap = 1 << 20, n = 0;
+    char *t = malloc(cap), err[UTIL_ERRLEN];
+    assert_non_null(t);
+    n += (size_t)snprintf(t + n, cap - n, "{\"decode\": {\"exclude_hosts\": [");
+    for (int i = 0; i < 10000; i++)
+        n += (size_t)snprintf(t + n, cap - n, "%s\"%s%d.vendor.example\"", i ? "," : "", i % 2 ? "*.zone" : "host", i);
+    n += (size_t)snprintf(t + n, cap - n, "]}, \"disabled_apps\": [");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(t + n, cap - n, "%s\"app%d.exe\"", i ? "," : "", i);
+    snprintf(t + n, cap - n, "]}");
+    struct policy *p;
+    if (policy_load_text(t, strlen(t), "big.json", NULL, &p, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct policy_facts f = { 0 };
+    struct policy_verdict v;
+    f.phase = POLICY_PHASE_CONNECT;
+    for (int i = 0; i < 10000; i += 7) {
+        char host[64], want[128];
+        snprintf(host, sizeof host, i % 2 ? "x.zone%d.vendor.example" : "host%d.vendor.example", i);
+        f.host = f.sni = host;
+        policy_decide(p, &f, &v);
+        snprintf(want, sizeof want, "decode.exclude_hosts[%d] ", i);
+        assert_int_equal(v.action, POLICY_TUNNEL);
+        assert_non_null(strstr(v.rule, want));
+    }
+    f.host = f.sni = "host1.vendor.example";   /* index 1 is a glob for zone1 */
+    policy_decide(p, &f, &v);
+    assert_int_equal(v.action, POLICY_DECODE);
+    f.app.name = "APP999";
+    policy_decide(p, &f, &v);
+    assert_int_equal(v.action, POLICY_BYPASS);
+    assert_string_equal(v.rule, "disabled_apps[999] \"app999.exe\" matched app APP999");
+    f.app.name = "app1000";
+    policy_decide(p, &f, &v);
+    assert_int_equal(v.action, POLICY_DECODE);
+    policy_unref(p);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_missing_files_are_clear_errors),
         cmocka_unit_test(test_every_template_loads),
         cmocka_unit_test(test_shipped_sample_policy_loads),
+        cmocka_unit_test(test_ten_thousand_exclusions_and_a_thousand_apps_decide_correctly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
