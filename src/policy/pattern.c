@@ -411,8 +411,8 @@ static int parse_ip(const char *t, uint8_t a[16], int *fam6, int *bits, char *er
     char buf[64];
     const char *slash = strchr(t, '/');
     size_t an = slash ? (size_t)(slash - t) : strlen(t);
-    if (an == 0 || an >= sizeof buf)
-        return 0;
+    if (an == 0 || an >= sizeof buf || (slash && !isdigit((unsigned char)slash[1])))
+        return 0;   /* "10.0.0.1/admin" is a URL prefix, not a CIDR block */
     memcpy(buf, t, an);
     buf[an] = '\0';
     if (inet_pton(AF_INET, buf, a) == 1)
@@ -428,7 +428,7 @@ static int parse_ip(const char *t, uint8_t a[16], int *fam6, int *bits, char *er
     char *end;
     errno = 0;
     long l = strtol(slash + 1, &end, 10);
-    if (!isdigit((unsigned char)slash[1]) || *end || errno || l < 0 || l > maxb)
+    if (*end || errno || l < 0 || l > maxb)
         return util_err(err, errlen, -EINVAL, "bad CIDR prefix length in \"%s\" (expected 0..%d)", t, maxb);
     *bits = (int)l;
     for (int i = *bits; i < maxb; i++) {

@@ -150,7 +150,7 @@ static void test_cert_names_refused_where_only_hosts_make_sense(void **st)
 static void test_url_prefix_patterns(void **st)
 {
     (void)st;
-    const char *const p[] = { "example.com/news", "example.com/files/", "*.cdn.example/img", NULL };
+    const char *const p[] = { "example.com/news", "example.com/files/", "*.cdn.example/img", "10.0.0.1/admin", NULL };
     struct pat_set *s = set_of(PAT_F_URL, p);
     assert_int_equal(pat_match_url(s, "example.com", "/news"), 0);
     assert_int_equal(pat_match_url(s, "example.com", "/news/today?x=1"), 0);
@@ -161,6 +161,7 @@ static void test_url_prefix_patterns(void **st)
     assert_int_equal(pat_match_url(s, "example.com", "/"), -1);
     assert_int_equal(pat_match_url(s, "www.example.com", "/news"), -1);
     assert_int_equal(pat_match_url(s, "a.cdn.example", "/img/1.png"), 2);
+    assert_int_equal(pat_match_url(s, "10.0.0.1", "/admin/x"), 3);
     assert_int_equal(pat_match_host(s, "example.com"), -1);   /* URL patterns need the path */
     pat_set_free(s);
 }
