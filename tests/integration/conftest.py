@@ -37,7 +37,7 @@ TEST_HOST_NAMES = [
     "good.test", "www.good.test", "expired.test", "selfsigned.test", "wrongname.test",
     "other.test", "plain.test", "closed.test", "echo.test", "unknownca.test",
     "trustedsourceserver_imqa01.test", "a.wild.test",
-]
+] + ["race%d.test" % i for i in range(8)]
 
 
 @pytest.fixture(scope="session", autouse=True)

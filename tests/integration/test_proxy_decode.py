@@ -2,10 +2,11 @@
 the agent's CA that carries the origin certificate's names; a leaf is
 cached on disk and survives a restart."""
 import ssl
+import time
 
 import pytest
 
-from helpers.client import HTTPReader, _request_bytes, peer_cert, tls_via_proxy, https_get
+from helpers.client import ConnectionClosed, HTTPReader, _request_bytes, peer_cert, tls_via_proxy, https_get
 from helpers.pki import cert_names, load_cert, verify_issued_by
 from helpers.tools import curl_fetch, pem_certs, s_client
 
@@ -147,32 +148,62 @@ def test_head_and_expect_100_over_decoded_connection(agent, origins):
         tls.close()
 
 
-def test_concurrent_first_connections_get_one_consistent_leaf(agent_factory, origins):
-    """20 clients hit a host the agent has never seen, at once: all succeed
-    and all see the same leaf (no mint race, no half-written cache file)."""
+def burst_of_first_connections(a, origin, n):
+    """n tunnels to a host the agent has never seen, opened first; then all
+    TLS handshakes released together. Returns the leaf serials seen."""
     import threading
-    a = agent_factory().start()
-    good = origins["good"]
+    from helpers.client import connect_tunnel, tls_context
+    socks = []
+    for _ in range(n):
+        s, r = connect_tunnel(a.port, origin.name, origin.port)
+        assert r.status == 200
+        socks.append(s)
+    gate = threading.Barrier(n)
     serials, errors = [], []
 
-    def one(i):
+    def one(s):
         try:
-            r, leaf = https_get(a.port, "good.test", good.port, "/race/%d" % i, cafile=a.ca_path)
-            assert r.status == 200
-            serials.append(leaf.serial_number)
+            gate.wait(10)
+            tls = tls_context(a.ca_path).wrap_socket(s, server_hostname=origin.name)
+            serials.append(peer_cert(tls).serial_number)
+            tls.close()
         except Exception as e:  # reported below
             errors.append(repr(e))
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    ts = [threading.Thread(target=one, args=(s,)) for s in socks]
     for t in ts:
         t.start()
     for t in ts:
         t.join(30)
     assert not errors, errors
-    assert len(set(serials)) == 1, "different leaves for one host: %r" % sorted(set(serials))
-    # and the one on disk is the one served after a restart
+    return serials
+
+
+def test_concurrent_first_connections_to_a_host_get_one_leaf(agent_factory, make_origin, pki):
+    """Several rounds, each a burst of 20 first connections to a new host:
+    every client of a host sees the same leaf (no mint race)."""
+    a = agent_factory().start()
+    split = []
+    for i in range(6):
+        o = make_origin("race%d.test" % i, pki.leaf("race%d.test" % i))
+        serials = burst_of_first_connections(a, o, 20)
+        if len(set(serials)) > 1:
+            split.append((o.name, len(set(serials))))
+    assert not split, "hosts whose concurrent first clients saw different leaves: %r" % split
+
+
+def test_leaf_cache_in_memory_and_on_disk_agree_after_a_burst(agent_factory, make_origin, pki):
+    """After a burst of first connections, the leaf served from memory and
+    the one a restart serves from disk are the same certificate."""
+    a = agent_factory().start()
+    o = make_origin("race7.test", pki.leaf("race7.test"))
+    burst_of_first_connections(a, o, 20)
+    time.sleep(0.5)  # let the disk cache writer finish
+    _, mem = https_get(a.port, o.name, o.port, "/mem", cafile=a.ca_path)
     a.restart()
-    _, leaf = https_get(a.port, "good.test", good.port, "/race/after", cafile=a.ca_path)
-    assert leaf.serial_number == serials[0]
+    _, disk = https_get(a.port, o.name, o.port, "/disk", cafile=a.ca_path)
+    assert mem.serial_number == disk.serial_number, (
+        "served %x before the restart, %x after: memory and disk caches disagree"
+        % (mem.serial_number, disk.serial_number))
 
 
 def test_ip_literal_origin_gets_leaf_with_ip_san(agent, make_origin, pki):
@@ -204,3 +235,74 @@ def test_client_abort_mid_download_leaves_agent_healthy(agent, origins):
         tls.close()  # abort with ~50 MB unread
     r, _ = https_get(agent.port, "good.test", good.port, "/after-abort", cafile=agent.ca_path)
     assert r.status == 200 and good.marker in r.text
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_client_tls_version_is_accepted(agent, origins, version):
+    from helpers.client import connect_tunnel, tls_context
+    good = origins["good"]
+    s, r = connect_tunnel(agent.port, "good.test", good.port)
+    assert r.status == 200
+    ctx = tls_context(agent.ca_path)
+    v = getattr(ssl.TLSVersion, version)
+    ctx.minimum_version = ctx.maximum_version = v
+    tls = ctx.wrap_socket(s, server_hostname="good.test")
+    try:
+        assert tls.version() == version.replace("_", "."), tls.version()
+        tls.sendall(_request_bytes("GET", "/v", None, None, "good.test"))
+        assert HTTPReader(tls).response().status == 200
+    finally:
+        tls.close()
+
+
+def test_client_without_sni_gets_leaf_for_the_connect_host(agent, origins):
+    """No SNI (an old client, or an IP-minded one): the CONNECT target names
+    the origin, and the leaf still carries its names."""
+    from helpers.client import connect_tunnel, tls_context
+    good = origins["good"]
+    s, r = connect_tunnel(agent.port, "good.test", good.port)
+    ctx = tls_context(agent.ca_path)
+    ctx.check_hostname = False  # needed to omit SNI; names checked below
+    tls = ctx.wrap_socket(s, server_hostname=None)
+    try:
+        leaf = peer_cert(tls)
+        verify_issued_by(leaf, load_cert(agent.ca_path))
+        assert "good.test" in cert_names(leaf)[1]
+        tls.sendall(_request_bytes("GET", "/nosni", None, None, "good.test"))
+        r = HTTPReader(tls).response()
+        assert r.status == 200 and good.marker in r.text
+    finally:
+        tls.close()
+
+
+def test_client_offering_only_h2_alpn_is_not_stranded(agent, origins):
+    """A client that offers only h2: the agent must not select h2 (it speaks
+    HTTP/1.1 to the client); either no ALPN (the client falls back to
+    HTTP/1.1) or a clean TLS alert, never a silent hang."""
+    from helpers.client import connect_tunnel, tls_context
+    good = origins["good"]
+    s, r = connect_tunnel(agent.port, "good.test", good.port)
+    ctx = tls_context(agent.ca_path, alpn=("h2",))
+    try:
+        tls = ctx.wrap_socket(s, server_hostname="good.test")
+    except ssl.SSLError as e:
+        assert "no_application_protocol" in str(e).lower() or "alert" in str(e).lower(), e
+        return
+    try:
+        assert tls.selected_alpn_protocol() in (None, "http/1.1"), tls.selected_alpn_protocol()
+    finally:
+        tls.close()
+
+
+def test_origin_reset_mid_body_in_decode_truncates_the_client_response(agent, origins):
+    good = origins["good"]
+    tls = tls_via_proxy(agent.port, "good.test", good.port, cafile=agent.ca_path)
+    try:
+        tls.sendall(_request_bytes("GET", "/reset/100000", None, None, "good.test"))
+        try:
+            r = HTTPReader(tls).response()
+        except (ConnectionClosed, ConnectionError, ssl.SSLError, OSError):
+            return  # closed before the announced length: correct
+        pytest.fail("complete response from an origin that reset mid-body: %r" % r)
+    finally:
+        tls.close()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers.client import HTTPReader, ProxyClient
+from helpers.client import ProxyClient
 from helpers.origin import pattern
 from helpers.tools import curl
 

@@ -4,8 +4,6 @@ import stat
 import threading
 import time
 
-import pytest
-
 from helpers.agent import run_cli
 from helpers.client import ProxyClient
 from helpers.origin import pattern_sha256

@@ -123,7 +123,7 @@ def udp_server(ip, port):
     def loop():
         while True:
             _, peer = u.recvfrom(4096)
-            u.sendto(b"UDP-REPLY\n", peer)
+            u.sendto(b"{\"server\": \"udp\"}\n", peer)
 
     threading.Thread(target=loop, daemon=True).start()
 

@@ -84,8 +84,23 @@ class NsAgent(Agent):
         return False
 
 
+_CERTS = {}
+
+
+def site_certs(pki):
+    """The sites' certificates, made once per TestPKI (RSA keys are slow)."""
+    if id(pki) not in _CERTS:
+        _CERTS[id(pki)] = (pki, {
+            "good.test": pki.leaf("good.test"),
+            "blocked.test": pki.leaf("blocked.test"),
+            "excluded.test": pki.leaf("excluded.test", sans=["excluded.test", "gsa.apple.com"])})
+    return _CERTS[id(pki)][1]
+
+
 class Lab:
-    def __init__(self, topology, pki, tmpdir, policy=None):
+    def __init__(self, topology, pki, tmpdir, policy=None, ca_from=None):
+        """ca_from: a state dir whose CA (ca.crt, ca.key, leaf.key) the agent
+        reuses, instead of `shoji ca init` (seconds under ASan)."""
         self.t = topology
         self.pki = pki
         self.dir = str(tmpdir)
@@ -101,15 +116,19 @@ class Lab:
             for name, ip in ADDR.items():
                 f.write("%s %s\n" % (ip, name))
         self.agent = None
+        self.state_dir = os.path.join(self.dir, "state")
+        if ca_from:
+            os.makedirs(self.state_dir, exist_ok=True)
+            for f in ("ca.crt", "ca.key", "leaf.key"):
+                if os.path.exists(os.path.join(ca_from, f)):
+                    shutil.copy2(os.path.join(ca_from, f), self.state_dir)
         self._start_sites()
 
     # --- origin side -------------------------------------------------------
     def _start_sites(self):
         t = self.t
         t._ip("-n", t.ns["origin"], "addr", "add", ECHO_IP + "/24", "dev", "sho%s" % t.tag)
-        certs = {"good.test": self.pki.leaf("good.test"),
-                 "blocked.test": self.pki.leaf("blocked.test"),
-                 "excluded.test": self.pki.leaf("excluded.test", sans=["excluded.test", "gsa.apple.com"])}
+        certs = site_certs(self.pki)
         argv = [PYTHON, SITES, "--log", self.site_log]
         for name, cp in certs.items():
             ip = ADDR[name]
@@ -120,8 +139,6 @@ class Lab:
         line = p.stdout.readline()
         assert '"ready": true' in line, "sites did not start: %s %s" % (line, p.stderr.read()
                                                                      if p.poll() is not None else "")
-        for ip in (ADDR["good.test"], ADDR["blocked.test"], ADDR["excluded.test"], ECHO_IP):
-            t.wait_port("origin", ip, 443)
 
     def site_connections(self, site=None):
         if not os.path.exists(self.site_log):
@@ -132,8 +149,7 @@ class Lab:
 
     # --- the agent -----------------------------------------------------------
     def start_agent(self, extra=()):
-        state = os.path.join(self.dir, "state")
-        a = NsAgent(self.t, state, hosts_path=self.hosts_path, upstream_ca=self.pki.ca_cert_path,
+        a = NsAgent(self.t, self.state_dir, hosts_path=self.hosts_path, upstream_ca=self.pki.ca_cert_path,
                     access_log=os.path.join(self.dir, "access.log"), policy=self.policy_path,
                     extra_args=["--transparent", "127.0.0.1:%d" % TPORT, *extra])
         if not os.path.exists(a.ca_path):
