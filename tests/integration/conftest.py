@@ -40,11 +40,10 @@ TEST_HOST_NAMES = [
 ] + ["race%d.test" % i for i in range(8)]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _require_agent_binary():
+def require_agent_binary():
     b = shoji_bin()
     if not os.access(b, os.X_OK):
-        pytest.exit("shoji binary not found at %s: build it, or set SHOJI_BIN" % b, returncode=1)
+        pytest.fail("shoji binary not found at %s: build it, or set SHOJI_BIN" % b, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +102,7 @@ def echo_server():
 
 @pytest.fixture
 def agent_factory(tmp_path, hosts_file, pki):
+    require_agent_binary()
     made = []
 
     def make(**kw):
@@ -135,6 +135,7 @@ def agent(agent_factory):
 
 @pytest.fixture(scope="module")
 def shared_agent(tmp_path_factory, hosts_file, pki):
+    require_agent_binary()
     d = tmp_path_factory.mktemp("shared-agent")
     a = Agent(str(d / "state"), hosts_path=hosts_file, upstream_ca=pki.ca_cert_path,
               access_log=str(d / "access.log"))
