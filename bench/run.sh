@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# bench/run.sh BUILD_DIR — `make bench`: shoji against a direct connection and
+# its peers (Squid ssl-bump, mitmproxy, privoxy, tinyproxy), all inside a
+# private network namespace with only loopback. See docs/PERFORMANCE.md.
+#   BENCH_QUICK=1   one repeat, short runs (~2-3 minutes)
+#   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
+#   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
+# Output: bench/results/latest.md (printed) and bench/results/latest.jsonl.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+outer() {
+  local build=${1:-$ROOT/build}
+  BUILD=$(cd "$build" && pwd) || { echo "bench: no build dir $build" >&2; exit 2; }
+  for b in shoji loadgen; do
+    [ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b missing (cmake --build $BUILD)" >&2; exit 2; }
+  done
+  [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespace)" >&2; exit 2; }
+  NS=shoji-bench-$$
+  W=$(mktemp -d /tmp/shoji-bench.XXXXXX)
+  chmod 755 "$W"
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  ip netns add "$NS"
+  mkdir -p "/etc/netns/$NS"
+  printf '127.0.0.1 localhost origin.bench.test excluded.bench.test\n::1 localhost\n' \
+    > "/etc/netns/$NS/hosts"
+  ip netns exec "$NS" ip link set lo up
+  ip netns exec "$NS" "$0" --inner "$BUILD" "$W"
+}
+
+# Stops every process left in the namespace (all started by this script),
+# removes the namespace, its hosts file and (unless BENCH_KEEP) the work dir.
+cleanup() {
+  local pids p
+  pids=$(ip netns pids "$NS" 2>/dev/null || true)
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  [ -z "$pids" ] || sleep 1
+  for p in $(ip netns pids "$NS" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "/etc/netns/$NS"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $W" >&2; else rm -rf "$W"; fi
+}
+
+if [ "${1:-}" != "--inner" ]; then
+  outer "$@"
+  exit $?
+fi
+
+# ---- inside the namespace ----
+BUILD=$2 W=$3
+NCPU=$(nproc)
+QUICK=${BENCH_QUICK:-0}
+ulimit -Hn 200000 2>/dev/null || true
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ -d "$ROOT/../shared/data/ut1" ]; then
+  SHOJI_DB_SRC=$(cd "$ROOT/../shared/data/ut1" && pwd) DB_NOTE="UT1 (../shared/data/ut1)"
+else
+  SHOJI_DB_SRC=$ROOT/data/categories DB_NOTE="data/categories (../shared/data/ut1 absent)"
+fi
+# shellcheck source=bench/peers.sh
+. "$ROOT/bench/peers.sh"
+
+if [ "$QUICK" = 1 ]; then
+  REPEATS=1 T=2 WARM=0.5 HOLD=2000 HOLD_T=20 PEER_HOLD_T=10
+else
+  REPEATS=3 T=4 WARM=0.5 HOLD=10000 HOLD_T=60 PEER_HOLD_T=30
+fi
+RATE=500
+LOADAVG=$(cut -d" " -f1-3 /proc/loadavg)
+RES=$W/results.jsonl
+: > "$RES"
+
+log "work dir $W, $NCPU cores, quick=$QUICK, category db from $DB_NOTE"
+make_certs
+make_files
+make_policy
+declare -A PID
+PID[nginx]=$(start_nginx)
+PID[shoji]=$(start_shoji)
+PID[squid]=$(start_squid)
+PID[mitmproxy]=$(start_mitmproxy)
+PID[privoxy]=$(start_privoxy)
+PID[tinyproxy]=$(start_tinyproxy)
+sleep 1
+CAS=$W/clients-ca.pem
+cat "$W/pki/ca.crt" "$W/shoji/state/ca.crt" "$W/squid/ca.crt" \
+  "$W/mitm/mitmproxy-ca-cert.pem" "$W/privoxy/ca/cacert.crt" > "$CAS"
+for p in nginx shoji squid mitmproxy privoxy tinyproxy; do
+  printf '{"label":"%s/idle/1","rss_idle_kib":%s,"pid":%s}\n' \
+    "$p" "$(rss_tree "${PID[$p]}")" "${PID[$p]}" >> "$RES"
+done
+
+# config -> "proxy target plain watched-server"
+declare -A CFG=(
+  [direct]="- $ORIGIN:443 0 -"
+  [direct-http]="- $ORIGIN:80 1 -"
+  [shoji-decode]="127.0.0.1:$P_SHOJI $ORIGIN:443 0 shoji"
+  [shoji-tunnel]="127.0.0.1:$P_SHOJI $EXCLUDED:443 0 shoji"
+  [shoji-http]="127.0.0.1:$P_SHOJI $ORIGIN:80 1 shoji"
+  [squid]="127.0.0.1:$P_SQUID $ORIGIN:443 0 squid"
+  [mitmproxy]="127.0.0.1:$P_MITM $ORIGIN:443 0 mitmproxy"
+  [privoxy]="127.0.0.1:$P_PRIVOXY $ORIGIN:443 0 privoxy"
+  [tinyproxy]="127.0.0.1:$P_TINY $ORIGIN:443 0 tinyproxy"
+)
+ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
+
+# lg CONFIG TEST REPEAT loadgen-args...: one loadgen run, its JSON into $RES
+lg() {
+  local cfg=$1 test=$2 rep=$3; shift 3
+  local proxy target plain srv args=()
+  read -r proxy target plain srv <<< "${CFG[$cfg]}"
+  [ "$proxy" = - ] || args+=(--proxy "$proxy")
+  [ "$plain" = 0 ] || args+=(--plain)
+  [ "$srv" = - ] || args+=(--watch "${PID[$srv]}")
+  local out
+  out=$("$BUILD/loadgen" --label "$cfg/$test/$rep" --target "$target" --cafile "$CAS" \
+        "${args[@]}" "$@" 2>>"$W/loadgen.err") || true
+  if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "$cfg/$test/$rep: no result"; fi
+  printf '  %-14s %-5s #%s %s\n' "$cfg" "$test" "$rep" \
+    "$(echo "$out" | /usr/bin/python3 -c 'import json,sys
+try:
+  d=json.load(sys.stdin)
+  print("%8.0f req/s %7.1f MB/s p50 %6.0f us p99 %6.0f us cpu %7.1f us/req errors %d" % (d["rps"], d["mb_per_s"], d["lat_us"]["p50"], d["lat_us"]["p99"], d["proxy_cpu_us_per_req"], d["errors"]))
+except Exception as e: print("?", e)')" >&2
+}
+
+run_tests() { # CONFIG REPEAT
+  lg "$1" ka "$2" --mode ka -c 16 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  lg "$1" new "$2" --mode new -c 8 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  lg "$1" bulk "$2" --mode bulk -c 2 -t "$T" --warmup "$WARM" --path /10m --expect-len 10485760
+  lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+}
+
+for rep in $(seq 1 "$REPEATS"); do
+  log "repeat $rep/$REPEATS"
+  for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
+done
+
+log "held idle connections"
+for cfg in $ORDER; do
+  case $cfg in direct*|shoji-http) continue ;; esac
+  t=$PEER_HOLD_T
+  case $cfg in shoji*) t=$HOLD_T ;; esac
+  lg "$cfg" hold 1 --mode hold --hold "$HOLD" -c 64 -t "$t" --hold-time 3 --path /1k \
+    --expect-len 1024 --io-timeout 20
+  sleep 2
+done
+
+# first contact: a fresh shoji (empty certificate cache) and its first request
+log "first contact (minting)"
+for rep in $(seq 1 "$REPEATS"); do
+  st=$W/shoji-first-$rep
+  mkdir -p "$st"
+  cp "$W/shoji/state/ca.crt" "$W/shoji/state/ca.key" "$st/"
+  "$BUILD/shoji" run --listen 127.0.0.1:3140 --state-dir "$st" --policy "$W/shoji/policy.json" \
+    --upstream-ca "$W/pki/ca.crt" --access-log /dev/null --workers "$NCPU" \
+    >"$st/stdout.log" 2>&1 &
+  fpid=$!
+  wait_port 3140
+  CFG[shoji-first]="127.0.0.1:3140 $ORIGIN:443 0 -"
+  lg shoji-first first "$rep" --mode new -c 1 -n 1 -t 10
+  lg shoji-first warm "$rep" --mode new -c 1 -n 50 -t 10
+  lg direct first "$rep" --mode new -c 1 -n 50 -t 10
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true
+done
+
+mkdir -p "$ROOT/bench/results"
+cp "$RES" "$ROOT/bench/results/latest.jsonl"
+{
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_QUICK=$QUICK, repeats $REPEATS, ${T}s per run" \
+       "(+${WARM}s warm-up), load average at start: $LOADAVG."
+  echo "Category database: $DB_NOTE."
+  echo
+  versions
+  echo
+  /usr/bin/python3 "$ROOT/bench/report.py" "$RES"
+} > "$ROOT/bench/results/latest.md"
+cat "$ROOT/bench/results/latest.md"
