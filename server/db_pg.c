@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,11 +78,32 @@ static struct db_res *to_res(PGresult *pr)
     return r;
 }
 
+/* A connection the server lost (PostgreSQL restarted, failover) is reset
+ * and the statement retried once — only outside a transaction, where
+ * running it again cannot split a unit of work. */
+static PGresult *exec_retry(PGconn *c, const char *sql, const char *const *params, int nparams,
+                            bool with_params)
+{
+    bool idle = PQtransactionStatus(c) == PQTRANS_IDLE;
+    PGresult *pr = with_params ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0)
+                               : PQexec(c, sql);
+    ExecStatusType st = pr ? PQresultStatus(pr) : PGRES_FATAL_ERROR;
+    if ((st == PGRES_FATAL_ERROR || !pr) && idle && PQstatus(c) == CONNECTION_BAD) {
+        PQclear(pr);
+        PQreset(c);
+        if (PQstatus(c) != CONNECTION_OK)
+            return NULL;
+        pr = with_params ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0)
+                         : PQexec(c, sql);
+    }
+    return pr;
+}
+
 int dbpg_exec(void *h, const char *sql, const char *const *params, int nparams,
               struct db_res **res, char *err, size_t errlen)
 {
     PGconn *c = h;
-    PGresult *pr = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *pr = exec_retry(c, sql, params, nparams, true);
     ExecStatusType st = pr ? PQresultStatus(pr) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         int e = map_err(pr, c, err, errlen);
@@ -102,7 +124,7 @@ int dbpg_exec(void *h, const char *sql, const char *const *params, int nparams,
 int dbpg_script(void *h, const char *sql, char *err, size_t errlen)
 {
     PGconn *c = h;
-    PGresult *pr = PQexec(c, sql);
+    PGresult *pr = exec_retry(c, sql, NULL, 0, false);
     ExecStatusType st = pr ? PQresultStatus(pr) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
         int e = map_err(pr, c, err, errlen);

@@ -64,4 +64,5 @@ class PgCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def restart(self):
-        self._run(PG_BIN + "/pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "restart")
+        self._run(PG_BIN + "/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"),
+                  "-m", "fast", "-w", "-t", "60", "restart")
