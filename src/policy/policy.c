@@ -164,7 +164,7 @@ const char *pol_cat_action_name(enum pol_cat_action a)
 
 bool policy_has_cert_rules(const struct policy *p)
 {
-    return p && p->exclude && pat_set_count(p->exclude) > 0;
+    return p && ((p->exclude && pat_set_count(p->exclude) > 0) || p->napp_hosts > 0);
 }
 
 const struct catdb *policy_catdb(const struct policy *p) { return p ? p->db : NULL; }

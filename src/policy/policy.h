@@ -103,7 +103,10 @@ void policy_decide(const struct policy *p, const struct policy_facts *f,
                    struct policy_verdict *v);
 
 /* Whether any decode.exclude_hosts pattern is a certificate-name pattern (so
- * the proxy must look at the upstream certificate before deciding). */
+ * the proxy must look at the upstream certificate before deciding). As
+ * implemented: true when decode.exclude_hosts or a disabled_apps {"app",
+ * "hosts"} entry has any pattern, because host patterns are matched against
+ * the certificate's names too (docs/POLICY.md). */
 bool policy_has_cert_rules(const struct policy *p);
 const struct catdb *policy_catdb(const struct policy *p);   /* may be NULL */
 const char *policy_action_name(enum policy_action a);
