@@ -201,6 +201,15 @@ static int compile_exprs(struct catdb *db, char *err, size_t errlen)
         }
         (void)pcre2_jit_compile(db->re[i], PCRE2_JIT_COMPLETE);  /* the interpreter is the fallback */
     }
+    const char **pats = calloc(db->nexprs, sizeof *pats);
+    if (!pats)
+        return util_err(err, errlen, -ENOMEM, "out of memory compiling expressions");
+    for (uint32_t i = 0; i < db->nexprs; i++)
+        pats[i] = db->str + db->exprs[i].pattern_off;
+    int rc = cdb_pf_build(&db->pf, pats, db->nexprs);
+    free(pats);
+    if (rc < 0)
+        return util_err(err, errlen, -ENOMEM, "out of memory compiling expressions");
     return 0;
 }
 
@@ -285,6 +294,7 @@ void catdb_close(struct catdb *db)
         free(db->re);
     }
     pcre2_match_context_free(db->mctx);
+    cdb_pf_free(&db->pf);
     if (db->mapped)
         munmap((void *)db->base, db->size);
     free(db);

@@ -14,6 +14,29 @@
 #define CATDB_EXPR_SUBJECT_MAX 4096   /* "host/path" bytes given to expressions */
 #define CATDB_RE_ARENA_SIZE (32 * 1024) /* per-lookup PCRE2 memory, on the stack */
 
+/* Literal prefilters of the expressions (catdb_prefilter.c). */
+#define CDB_PF_MAX_ALTS 32      /* literals per expression */
+#define CDB_PF_MAX_LEN 32       /* bytes per literal (a prefix of a longer run) */
+#define CDB_PF_MAX_EXPRS 4096   /* expressions past this one always run */
+struct cdb_pf_lit {
+    char s[CDB_PF_MAX_LEN];
+    uint32_t expr;
+    uint16_t key;               /* first two bytes */
+    uint8_t len;
+};
+struct cdb_prefilters {
+    struct cdb_pf_lit *lits;    /* sorted by key */
+    size_t nlits;
+    uint8_t bigram[65536 / 8];  /* first two bytes of some literal */
+    uint8_t has[CDB_PF_MAX_EXPRS / 8]; /* expression has a prefilter */
+};
+/* 1 and the literals (lower case) every match of `pattern` contains one of,
+ * or 0 when the pattern is not analysed. */
+int cdb_pf_extract(const char *pattern, char lits[][CDB_PF_MAX_LEN], uint8_t *lens, size_t *n);
+int cdb_pf_build(struct cdb_prefilters *pf, const char *const *patterns, size_t n);
+void cdb_pf_free(struct cdb_prefilters *pf);
+void cdb_pf_scan(const struct cdb_prefilters *pf, const char *lower, size_t n, uint8_t *may);
+
 struct catdb {
     const unsigned char *base;
     size_t size;
@@ -43,6 +66,7 @@ struct catdb {
     uint32_t nexprs;
     pcre2_code **re;                  /* nexprs compiled expressions */
     pcre2_match_context *mctx;
+    struct cdb_prefilters pf;
 };
 
 #endif

@@ -108,15 +108,16 @@ static void match_urls(const struct catdb *db, uint32_t urls, const char *path, 
 }
 
 /* Walks the host's dot-suffixes, hashing backwards once. Suffixes that the
- * label-count masks and the Bloom filter let through are probed; their slots
- * are prefetched together first, so the cache misses overlap. */
+ * label-count masks let through are checked against the Bloom filter, and
+ * those that pass are probed in the slot table; each of the three rounds
+ * prefetches for the next, so their cache misses overlap. */
 #define WALK_MAX 128   /* a 253-byte host has at most 127 labels */
 static void walk(const struct catdb *db, const char *h, size_t n, int is_ip, const char *path, struct catset *out)
 {
     size_t ustart = is_ip ? 0 : cdb_www_strip(h, (uint32_t)n);
     uint64_t hash = CDB_FNV_OFFSET, dmask = db->meta->dom_label_mask, umask = db->meta->url_label_mask;
     uint64_t hs[WALK_MAX];
-    size_t at[WALK_MAX], nc = 0;
+    size_t at[WALK_MAX], nc = 0, np = 0;
     unsigned labels = 0;
     for (size_t i = n; i-- > 0 && nc < WALK_MAX;) {
         hash = cdb_hash_step(hash, (unsigned char)h[i]);
@@ -128,15 +129,20 @@ static void walk(const struct catdb *db, const char *h, size_t n, int is_ip, con
         uint64_t bit = 1ull << cdb_label_bit(labels);
         if (!(dmask & bit) && !(i == ustart && (umask & bit)))
             continue;
-        uint64_t f = cdb_hash_final(hash);
-        uint64_t want = cdb_bloom_bits(f);
-        if ((db->bloom[cdb_bloom_word(f, db->bloom_mask)] & want) != want)
-            continue;
-        __builtin_prefetch(&db->slots[f & db->slot_mask]);
-        hs[nc] = f;
-        at[nc++] = i;
+        hs[nc] = cdb_hash_final(hash);
+        at[nc] = i;
+        __builtin_prefetch(&db->bloom[cdb_bloom_word(hs[nc], db->bloom_mask)]);
+        nc++;
     }
     for (size_t c = 0; c < nc; c++) {
+        uint64_t want = cdb_bloom_bits(hs[c]);
+        if ((db->bloom[cdb_bloom_word(hs[c], db->bloom_mask)] & want) != want)
+            continue;
+        __builtin_prefetch(&db->slots[hs[c] & db->slot_mask]);
+        hs[np] = hs[c];
+        at[np++] = at[c];
+    }
+    for (size_t c = 0; c < np; c++) {
         const struct cdb_slot *sl = probe(db, h + at[c], n - at[c], hs[c]);
         if (!sl)
             continue;
@@ -170,25 +176,44 @@ static void arena_free(void *p, void *data)
     (void)data;
 }
 
+/* Builds "host/path" (and its lower-case copy for the prefilter). */
+static size_t expr_subject(const char *h, size_t n, const char *path, char *subj, char *low, size_t cap)
+{
+    size_t len = n < cap ? n : cap;
+    memcpy(subj, h, len);
+    if (len < cap && (!path || path[0] != '/'))
+        subj[len++] = '/';
+    for (; path && *path && len < cap; path++)
+        subj[len++] = *path;
+    for (size_t i = 0; i < len; i++)
+        low[i] = (char)((subj[i] >= 'A' && subj[i] <= 'Z') ? subj[i] + 32 : subj[i]);
+    return len;
+}
+
 static void match_exprs(const struct catdb *db, const char *h, size_t n, const char *path, struct catset *out)
 {
-    char subj[CATDB_EXPR_SUBJECT_MAX];
-    size_t len = n < sizeof subj ? n : sizeof subj;
-    memcpy(subj, h, len);
-    if (len < sizeof subj && (!path || path[0] != '/'))
-        subj[len++] = '/';
-    for (; path && *path && len < sizeof subj; path++)
-        subj[len++] = *path;
+    char subj[CATDB_EXPR_SUBJECT_MAX], low[CATDB_EXPR_SUBJECT_MAX];
+    uint8_t may[CDB_PF_MAX_EXPRS / 8];
+    size_t len = expr_subject(h, n, path, subj, low, sizeof subj);
+    size_t nbytes = (db->nexprs < CDB_PF_MAX_EXPRS ? db->nexprs + 7 : CDB_PF_MAX_EXPRS) / 8;
+    memset(may, 0, nbytes);
+    cdb_pf_scan(&db->pf, low, len, may);
     struct re_arena arena;
     arena.used = 0;
-    pcre2_general_context *gctx = pcre2_general_context_create(arena_malloc, arena_free, &arena);
-    pcre2_match_data *md = gctx ? pcre2_match_data_create(1, gctx) : NULL;
-    if (!md)
-        return;
+    pcre2_general_context *gctx = NULL;
+    pcre2_match_data *md = NULL;
     for (uint32_t i = 0; i < db->nexprs; i++) {
         uint16_t cat = (uint16_t)db->exprs[i].cat;
         if (catset_has(out, cat))
             continue;
+        if (i < CDB_PF_MAX_EXPRS && (db->pf.has[i >> 3] & (1u << (i & 7))) && !(may[i >> 3] & (1u << (i & 7))))
+            continue;                     /* none of its required literals is in the URL */
+        if (!md) {
+            gctx = pcre2_general_context_create(arena_malloc, arena_free, &arena);
+            md = gctx ? pcre2_match_data_create(1, gctx) : NULL;
+            if (!md)
+                return;
+        }
         if (pcre2_match(db->re[i], (PCRE2_SPTR)subj, len, 0, 0, md, db->mctx) >= 0)
             catset_add(out, cat);
     }
