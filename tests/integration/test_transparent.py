@@ -130,6 +130,15 @@ def test_blocked_https_site_never_reaches_the_origin_and_is_logged(live):
         "a blocked connection reached the origin"
 
 
+BUG_BLOCK_PAGE = ("agent bug (reported to the lead): a transparent TLS connection to a host blocked "
+                  "by name is closed after the ClientHello (curl: SSL_ERROR_SYSCALL) instead of "
+                  "being decoded and answered with the 403 block page")
+BUG_SNI_CLAIM = ("agent bug (reported to the lead): the SNI-claim check decides to decode, but the "
+                 "certificate phase (conn_cert_phase) re-runs the policy with the claimed SNI as host "
+                 "and tunnels the connection to the lying address after all")
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_BLOCK_PAGE)
 def test_blocked_https_site_shows_the_block_page_over_decoded_tls(live):
     """Issue 5: "blocked (block page)". A transparent client sent no CONNECT
     that could be answered 403: the only way to show it the block page is to
@@ -206,10 +215,11 @@ def test_non_tls_non_http_on_443_reaches_its_server_untouched(live):
     payload = bytes([0, 1, 2, 255, 254]) + b"not tls, not http\r\n" + bytes(range(256))
     banner = b"SHOJI-ECHO peer=192.0.2.1:"
     r = lab.client("raw", "--ip", ECHO_IP, "--port", "443", "--send-hex", payload.hex(),
-                   "--expect", str(len(banner) + 8 + len(payload)), "--timeout", "5")
+                   "--until-hex", payload.hex(), "--timeout", "5")
     got = r["received"].encode("latin-1")
     assert got.startswith(banner), (r, lab.stderr())
     assert got.endswith(payload), "bytes changed on the way: %r" % got
+    assert r["elapsed"] < 2, r
     recs = wait_log(lab, lambda x: ECHO_IP in str(x.get("url")) or ECHO_IP in str(x.get("dst")))
     assert recs and recs[0]["mode"] == "tunnel" and recs[0].get("app") == "python3", recs
 
@@ -218,7 +228,7 @@ def test_server_speaks_first_protocol_on_443_is_passed_through(live):
     """The client waits for the server's banner: the agent cannot sniff a
     first client byte, and must still connect it (after its peek timeout)."""
     lab = live
-    r = lab.client("raw", "--ip", ECHO_IP, "--port", "443", "--expect", "30", "--timeout", "8")
+    r = lab.client("raw", "--ip", ECHO_IP, "--port", "443", "--until-hex", "0d0a", "--timeout", "8")
     assert r["received"].startswith("SHOJI-ECHO peer=192.0.2.1:"), (r, lab.stderr())
     assert r["elapsed"] < 6, r
 
@@ -250,6 +260,7 @@ def test_excluded_sni_to_the_address_of_its_own_name_is_tunnelled(live):
     assert lab.markers["excluded.test"] in r["body"]
 
 
+@pytest.mark.xfail(strict=True, reason=BUG_SNI_CLAIM)
 @pytest.mark.parametrize("host", ["gsa.apple.com", "blocked.test"])
 def test_excluded_sni_sent_to_a_blocked_sites_address_is_not_let_through(live, host):
     lab = live
@@ -266,6 +277,7 @@ def test_excluded_sni_sent_to_a_blocked_sites_address_is_not_let_through(live, h
     assert not recs, "logged as a tunnel: %r" % recs
 
 
+@pytest.mark.xfail(strict=True, reason=BUG_SNI_CLAIM)
 def test_excluded_sni_that_resolves_nowhere_is_not_tunnelled_on_the_claim_alone(live):
     """x.unresolved.test matches the exclusion *.unresolved.test, but neither
     the hosts file nor DNS (there is none in the namespace) gives it an

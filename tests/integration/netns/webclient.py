@@ -9,9 +9,11 @@ nftables rules, not the client, send it to the agent). Prints one JSON line.
       -> {"ok", "error", "issuer", "subject", "sans", "status", "body"}
   http --ip IP --port P --host H [--path /]
       -> {"ok", "error", "status", "body"}
-  raw --ip IP --port P [--send-hex HEX] [--expect N] [--timeout S]
-      sends the bytes (if any), reads until N bytes arrived, the peer closed,
-      or the timeout -> {"ok", "error", "received" (latin-1), "elapsed"}
+  raw --ip IP --port P [--send-hex HEX] [--expect N] [--until-hex HEX] [--timeout S]
+      sends the bytes (if any), reads until N bytes arrived, what arrived ends
+      with the --until bytes, the peer closed, or the timeout (--expect 0:
+      just connect) -> {"ok", "error", "received" (latin-1)}
+Every answer also carries "elapsed" (seconds).
 Every call is bounded by --timeout (default 5 s).
 """
 import argparse
@@ -84,21 +86,21 @@ def cmd_http(a, out):
 
 
 def cmd_raw(a, out):
-    t0 = time.monotonic()
     got = b""
+    suffix = bytes.fromhex(a.until_hex) if a.until_hex else None
     with socket.create_connection((a.ip, a.port), timeout=a.timeout) as s:
         if a.send_hex:
             s.sendall(bytes.fromhex(a.send_hex))
         try:
-            while len(got) < a.expect:
+            while len(got) < a.expect and not (suffix and got.endswith(suffix)):
                 d = s.recv(65536)
                 if not d:
                     break
                 got += d
         except socket.timeout:
             out["error"] = "timeout"
-    out["received"] = got.decode("latin-1")
-    out["elapsed"] = round(time.monotonic() - t0, 3)
+        finally:
+            out["received"] = got.decode("latin-1")
     out["ok"] = out["error"] is None
 
 
@@ -119,8 +121,10 @@ def main():
         if name == "raw":
             p.add_argument("--send-hex", default="")
             p.add_argument("--expect", type=int, default=1 << 16)
+            p.add_argument("--until-hex", default="")
     a = ap.parse_args()
     out = {"ok": False, "error": None}
+    t0 = time.monotonic()
     try:
         {"https": cmd_https, "http": cmd_http, "raw": cmd_raw}[a.cmd](a, out)
     except socket.timeout:
@@ -129,6 +133,7 @@ def main():
         out["error"] = "verify: %s" % e.verify_message
     except (ssl.SSLError, OSError) as e:
         out["error"] = "%s: %s" % (type(e).__name__, e)
+    out["elapsed"] = round(time.monotonic() - t0, 3)
     print(json.dumps(out))
 
 
