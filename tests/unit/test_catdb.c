@@ -222,6 +222,26 @@ static void test_expressions_match_the_whole_url(void **state)
     assert_string_equal(cats_of(x->db, "cdn.example", "/files/payload.exe"), "");
 }
 
+static void test_expressions_with_and_without_required_literals(void **state)
+{
+    struct fx *x = *state;
+    char d[128];
+    snprintf(d, sizeof d, "%s/lists", x->dir);
+    /* "/banner/|/sponsor/" has required literals (prefiltered); "ab?c" and
+     * a look-ahead have none the prefilter can use, so they always run */
+    write_file(d, "ads/expressions", "(/BANNER/|/sponsor/)\n");
+    write_file(d, "misc/expressions", "ab?c\n^(?=[^/]*/x)[a-z.]+/x[0-9]\n");
+    build(x);
+    assert_string_equal(cats_of(x->db, "a.example", "/img/banner/1.gif"), "ads");
+    assert_string_equal(cats_of(x->db, "a.example", "/Sponsor/"), "ads");
+    assert_string_equal(cats_of(x->db, "a.example", "/img/banners"), "");
+    assert_string_equal(cats_of(x->db, "a.example", "/ac"), "misc");
+    assert_string_equal(cats_of(x->db, "a.example", "/abc"), "misc");
+    assert_string_equal(cats_of(x->db, "a.example", "/x7"), "misc");
+    assert_string_equal(cats_of(x->db, "a.example", "/y7"), "");
+    assert_string_equal(cats_of(x->db, "a.example", "/sponsor/abc"), "ads, misc");
+}
+
 static void test_symlinked_folder_is_an_alias_not_a_copy(void **state)
 {
     struct fx *x = *state;
@@ -542,6 +562,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ip_literals_match_exactly_never_by_suffix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_url_prefixes_match_at_path_boundaries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expressions_match_the_whole_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expressions_with_and_without_required_literals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlinked_folder_is_an_alias_not_a_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_display_names_by_language_with_english_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_lines_are_reported_with_file_and_line_and_skipped, setup, teardown),
