@@ -14,7 +14,7 @@ file, by the clients through --resolve / explicit addresses):
   excluded.test   203.0.113.2  :443 and :80      (policy: decode.exclude_hosts);
   gsa.apple.com   203.0.113.2  same server, its cert names both
   echo            203.0.113.3  :443 neither TLS nor HTTP (banner, then echo)
-  udp             192.0.2.2    UDP :443 answers every datagram
+  udp             192.0.2.2    UDP :443 and :444 answer every datagram
 
 Every connection a site accepts is logged (site, local, peer) to
 lab.site_log, so a test can count what reached the origin and from where.
@@ -134,7 +134,8 @@ class Lab:
             ip = ADDR[name]
             argv += ["--tls", name, ip, "443", cp.cert_path, cp.key_path, self.markers[name]]
             argv += ["--http", name, ip, "80", self.markers[name]]
-        argv += ["--echo", ECHO_IP, "443", "--udp", ADDR["good.test"], "443"]
+        argv += ["--echo", ECHO_IP, "443", "--udp", ADDR["good.test"], "443",
+                 "--udp", ADDR["good.test"], "444"]
         p = t.popen("origin", argv)
         line = p.stdout.readline()
         assert '"ready": true' in line, "sites did not start: %s %s" % (line, p.stderr.read()
@@ -149,6 +150,10 @@ class Lab:
 
     # --- the agent -----------------------------------------------------------
     def start_agent(self, extra=()):
+        """Starts the lab's agent (again, after a stop or kill)."""
+        if self.agent is not None and not extra:
+            assert not self.agent.running()
+            return self.agent.start()
         a = NsAgent(self.t, self.state_dir, hosts_path=self.hosts_path, upstream_ca=self.pki.ca_cert_path,
                     access_log=os.path.join(self.dir, "access.log"), policy=self.policy_path,
                     extra_args=["--transparent", "127.0.0.1:%d" % TPORT, *extra])
