@@ -462,7 +462,9 @@ static uint32_t build_key_urls(const struct cdb_builder *b, struct tables *t, ui
 static int build_slots(const struct cdb_builder *b, struct tables *t)
 {
     size_t cap = 8;
-    while (cap < b->nkeys + b->nkeys * 3 / 7 + 1)    /* load factor <= 0.7 */
+    /* Load factor <= 0.85: the Bloom filter keeps most absent suffixes away
+     * from the table, so a fuller table costs little and halves its size. */
+    while (cap * 17 < (b->nkeys + 1) * 20)
         cap *= 2;
     t->slots = calloc(cap, sizeof *t->slots);
     t->uh = calloc(b->nkeys ? b->nkeys : 1, sizeof *t->uh);
