@@ -340,8 +340,13 @@ static void decide_connect(const struct policy *p, const struct policy_facts *f,
     }
     lookup_cats(p, f, false, &v->cats);
     bool allowed;
-    if (host_filter(p, f, v, &allowed))
+    if (host_filter(p, f, v, &allowed)) {
+        /* A blocked host whose TLS would be decoded is decoded, so that the
+         * user gets the block page instead of a connection error. */
+        struct policy_verdict x = *v;
+        v->decode_to_block = !is_narrow && !excluded(p, f, cert, &x);
         return;
+    }
     if (is_narrow) {
         v->action = POLICY_TUNNEL;
         v->on = POLICY_ON_APP;

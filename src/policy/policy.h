@@ -92,6 +92,9 @@ struct policy_verdict {
     struct catset cats;         /* categories of the host/URL */
     bool safe_search;           /* REQUEST: rewrite for safe search */
     bool view_only;             /* reads allowed, uploads blocked */
+    bool decode_to_block;       /* CONNECT/CERT BLOCK on a connection that would be
+                                   decoded: decode it and show the block page on
+                                   its requests instead of refusing it */
 };
 
 /* The decision. Precedence (the reference product's order): disabled

@@ -327,11 +327,15 @@ static void handle_connect(struct conn *c, struct http_request *req, size_t head
     f.phase = POLICY_PHASE_CONNECT;
     f.learned = learned_fact(c, lrule, sizeof lrule);
     policy_decide(c->policy, &f, &v);
-    if (v.action == POLICY_BLOCK) {
+    if (v.action == POLICY_BLOCK && !v.decode_to_block) {
         c->block_rule_logged = true;
         conn_log_decision(c, 403, "block", &v);
         reply_and_close(c, 403, "Forbidden", v.rule);
         return;
+    }
+    if (v.action == POLICY_BLOCK) {
+        c->connect_block = v;   /* decodable: refused later unless it is TLS we decode */
+        c->connect_blocked = true;
     }
     static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
     if (pstream_write(c->client, ok, sizeof ok - 1) < 0) {
@@ -614,6 +618,11 @@ static void peek(struct conn *c)
             conn_start_head(c);
             return;
         }
+        if (c->connect_blocked) {   /* a blocked host that is not TLS: no page possible */
+            conn_log_decision(c, 403, "block", &c->connect_block);
+            conn_close(c);
+            return;
+        }
         c->tunnel_mode = "tunnel";
         start_tunnel(c);   /* neither TLS nor HTTP: tunnelled untouched */
         return;
@@ -627,6 +636,11 @@ static void peek(struct conn *c)
         return;
     }
     if (r != TLS_HELLO_DONE) {
+        if (c->connect_blocked) {
+            conn_log_decision(c, 403, "block", &c->connect_block);
+            conn_close(c);
+            return;
+        }
         c->tunnel_mode = "tunnel";
         start_tunnel(c);   /* TLS we cannot read: do not break it, pass it */
         return;
@@ -655,9 +669,9 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
     struct pstream *cl = c->client;
     struct policy_verdict v = *vp;
     c->verdict = v;
-    conn_event(c, EV_VERDICT, NULL, policy_action_name(v.action), v.rule, 0);
+    conn_event(c, EV_VERDICT, NULL, v.decode_to_block ? "decode" : policy_action_name(v.action), v.rule, 0);
     c->tunnel_rule_set = true;
-    if (v.action == POLICY_BLOCK) {
+    if (v.action == POLICY_BLOCK && !v.decode_to_block) {
         conn_log_decision(c, 403, "block", &v);
         conn_close(c);   /* a TLS stream already started: close it */
         return;
@@ -830,14 +844,7 @@ void conn_on_eof(struct conn *c, struct pstream *s)
         break;
     case CS_UP_HANDSHAKE:
         if (s == c->up) {
-            struct pstream *u = c->up;
-            c->up = NULL;
-            pstream_close(u);
-            if (c->on_connected) {
-                void (*done)(struct conn *, int, const char *) = c->on_connected;
-                c->on_connected = NULL;
-                done(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
-            }
+            up_fail(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
             break;
         }
         conn_close(c);
@@ -862,14 +869,7 @@ void conn_on_error(struct conn *c, struct pstream *s, int err)
         char why[200];
         snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
                  s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
-        struct pstream *u = c->up;
-        c->up = NULL;
-        pstream_close(u);
-        if (c->on_connected) {
-            void (*done)(struct conn *, int, const char *) = c->on_connected;
-            c->on_connected = NULL;
-            done(c, -EPROTO, why);
-        }
+        up_fail(c, -EPROTO, why);
         return;
     }
     if (c->state == CS_CL_HANDSHAKE && s == c->client) {
@@ -910,10 +910,7 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
         return;
     if (s == c->up && c->state == CS_UP_HANDSHAKE) {
         pstream_pause(s);
-        void (*done)(struct conn *, int, const char *) = c->on_connected;
-        c->on_connected = NULL;
-        if (done)
-            done(c, 0, NULL);
+        up_finish(c, 0, NULL);
         return;
     }
     if (s == c->client && c->state == CS_CL_HANDSHAKE)
@@ -1008,15 +1005,8 @@ static void on_timer(uv_timer_t *t)
         up_connect_timeout(c);
         break;
     case CS_UP_HANDSHAKE:
-        if (c->on_connected) {
-            struct pstream *u = c->up;
-            c->up = NULL;
-            if (u)
-                pstream_close(u);
-            void (*done)(struct conn *, int, const char *) = c->on_connected;
-            c->on_connected = NULL;
-            done(c, UV_ETIMEDOUT, "the TLS handshake with the origin timed out");
-        }
+        if (c->on_connected)
+            up_fail(c, UV_ETIMEDOUT, "the TLS handshake with the origin timed out");
         break;
     case CS_CL_HANDSHAKE:
         conn_log_tunnel(c, "decode", "the client did not finish the TLS handshake in time");

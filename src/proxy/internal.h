@@ -151,6 +151,8 @@ struct conn {
     struct exchange *ex;
     struct policy *policy;     /* reference held for the connection */
     struct policy_verdict verdict;  /* the connection-level decision */
+    struct policy_verdict connect_block; /* CONNECT said block, decodable */
+    bool connect_blocked;
     bool tunnel_rule_set;
     const char *tunnel_mode;   /* "tunnel" / "bypass" for the log */
     bool block_rule_logged;
@@ -290,6 +292,10 @@ void up_pool_put(struct worker *w, struct pstream *s, const char *key);
 void up_pool_drop(struct worker *w, struct pstream *s);
 void up_pool_expire(struct worker *w, bool all);
 void up_connect_timeout(struct conn *c);
+/* Ends a connect attempt: calls the conn's on_connected once. up_fail also
+ * closes the half-made upstream stream. */
+void up_finish(struct conn *c, int status, const char *why);
+void up_fail(struct conn *c, int status, const char *why);
 
 /* pages.c */
 int page_render(struct buf *out, int status, const char *title, const char *detail,

@@ -397,15 +397,20 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     pstream_close(s);
 }
 
-void pstream_shutdown_close(struct pstream *s)
+static void send_close_notify(struct pstream *s)
 {
-    if (s->closing || s->shut)
-        return;
     if (s->ssl && s->handshake_done) {
         ERR_clear_error();
         SSL_shutdown(s->ssl);
         flush_wbio(s);
     }
+}
+
+void pstream_shutdown_close(struct pstream *s)
+{
+    if (s->closing || s->shut)
+        return;
+    send_close_notify(s);
     s->shut = true;
     pstream_pause(s);
     uv_shutdown_t *req = malloc(sizeof *req);
@@ -430,11 +435,7 @@ void pstream_shutdown_write(struct pstream *s)
 {
     if (s->closing || s->shut)
         return;
-    if (s->ssl && s->handshake_done) {
-        ERR_clear_error();
-        SSL_shutdown(s->ssl);
-        flush_wbio(s);
-    }
+    send_close_notify(s);
     s->shut = true;
     uv_shutdown_t *req = malloc(sizeof *req);
     if (req && uv_shutdown(req, (uv_stream_t *)&s->tcp, on_shutdown_write) < 0)

@@ -15,12 +15,22 @@
 
 static void try_next(struct conn *c);
 
-static void finish(struct conn *c, int status, const char *why)
+void up_finish(struct conn *c, int status, const char *why)
 {
     void (*done)(struct conn *, int, const char *) = c->on_connected;
     c->on_connected = NULL;
     if (done)
         done(c, status, why);
+}
+
+void up_fail(struct conn *c, int status, const char *why)
+{
+    if (c->up) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        pstream_close(u);
+    }
+    up_finish(c, status, why);
 }
 
 static int parse_ip(const char *host, uint16_t port, struct sockaddr_storage *ss)
@@ -66,7 +76,7 @@ static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                  uv_strerror(status));
         if (res)
             uv_freeaddrinfo(res);
-        finish(c, status < 0 ? status : -ENOENT, why);
+        up_finish(c, status < 0 ? status : -ENOENT, why);
         return;
     }
     c->naddrs = 0;
@@ -101,10 +111,10 @@ static void on_connect(uv_connect_t *req, int status)
         conn_set_timer(c, c->w->sh->cfg->limits.handshake_timeout_ms);
         const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
         if (pstream_tls_client(c->up, c->w->sh->up_ctx, sni) < 0)
-            finish(c, -EPROTO, "could not start TLS towards the origin");
+            up_finish(c, -EPROTO, "could not start TLS towards the origin");
         return;   /* conn_on_handshake / conn_on_error finish it */
     }
-    finish(c, 0, NULL);
+    up_finish(c, 0, NULL);
 }
 
 /* With transparent interception on, every upstream socket carries the mark
@@ -138,14 +148,14 @@ static void try_next(struct conn *c)
         int e = c->last_connect_error ? c->last_connect_error : -ECONNREFUSED;
         snprintf(why, sizeof why, "could not connect to %s (%s)", c->dst_addr[0] ? c->dst_addr : "the origin",
                  e == UV_ETIMEDOUT ? "timed out" : uv_strerror(e));
-        finish(c, e, why);
+        up_finish(c, e, why);
         return;
     }
     struct sockaddr_storage *ss = &c->addrs[c->addr_idx++];
     sockaddr_fmt((struct sockaddr *)ss, c->dst_addr, sizeof c->dst_addr);
     c->up = pstream_new(c->w, c, SIDE_UPSTREAM);
     if (!c->up) {
-        finish(c, -ENOMEM, "out of memory");
+        up_finish(c, -ENOMEM, "out of memory");
         return;
     }
     c->refs++;
@@ -198,7 +208,7 @@ void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
         c->resolving = false;
         char why[300];
         snprintf(why, sizeof why, "the name %s could not be resolved (%s)", host, uv_strerror(r));
-        finish(c, r, why);
+        up_finish(c, r, why);
     }
 }
 
@@ -213,7 +223,7 @@ void up_connect_timeout(struct conn *c)
     if (c->resolving) {
         /* on_gai still runs later (cancelled or not) and sees we finished */
         uv_cancel((uv_req_t *)&c->gai);
-        finish(c, UV_ETIMEDOUT, "resolving the name timed out");
+        up_finish(c, UV_ETIMEDOUT, "resolving the name timed out");
         return;
     }
     c->last_connect_error = UV_ETIMEDOUT;
