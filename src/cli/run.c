@@ -1,5 +1,6 @@
 /* cli/run: `shoji run` — starts the agent. Every flag is documented here and
  * in docs/CLI.md. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,10 @@ static void usage(FILE *f)
             "  --max-connections N    client connections at once; past it: 503 (default 16384)\n"
             "  --user NAME            after binding, run as NAME keeping only the capabilities\n"
             "                         it needs (docs/SECURITY.md)\n"
+            "  --header-timeout MS, --idle-timeout MS, --handshake-timeout MS,\n"
+            "  --connect-timeout MS, --response-timeout MS, --transfer-timeout MS,\n"
+            "  --tunnel-idle-timeout MS, --shutdown-grace MS\n"
+            "                         limits in milliseconds (defaults in docs/OPERATIONS.md)\n"
             "  --verbose              debug messages on stderr\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the policy and hosts files\n"
@@ -48,6 +53,40 @@ static int parse_uint(const char *flag, const char *v, unsigned max, unsigned *o
         return -1;
     }
     *out = (unsigned)n;
+    return 0;
+}
+
+/* Timeouts settable from the command line, in milliseconds. */
+struct timeout_flag {
+    const char *flag;
+    size_t off;
+};
+#define TF(f, field) { f, offsetof(struct proxy_limits, field) }
+static const struct timeout_flag timeout_flags[] = {
+    TF("--header-timeout", header_timeout_ms),
+    TF("--idle-timeout", idle_timeout_ms),
+    TF("--handshake-timeout", handshake_timeout_ms),
+    TF("--connect-timeout", connect_timeout_ms),
+    TF("--response-timeout", response_timeout_ms),
+    TF("--transfer-timeout", transfer_timeout_ms),
+    TF("--tunnel-idle-timeout", tunnel_idle_ms),
+    TF("--shutdown-grace", shutdown_grace_ms),
+};
+#undef TF
+
+/* 1 when argv[*i] was a timeout flag (parsed into cfg), 0 when not, -1 on error. */
+static int timeout_opt(int argc, char **argv, int *i, struct proxy_config *cfg)
+{
+    for (size_t k = 0; k < sizeof timeout_flags / sizeof timeout_flags[0]; k++) {
+        const char *v = NULL;
+        int r = cli_opt(argc, argv, i, timeout_flags[k].flag, &v);
+        if (r == 0)
+            continue;
+        if (r < 0 || parse_uint(timeout_flags[k].flag, v, 86400000u,
+                                (unsigned *)((char *)&cfg->limits + timeout_flags[k].off)) < 0)
+            return -1;
+        return 1;
+    }
     return 0;
 }
 
@@ -89,6 +128,11 @@ int cli_run(int argc, char **argv)
             if (r < 0 || parse_uint("--workers", v, 256, &n) < 0)
                 return 2;
             cfg.workers = (int)n;
+            continue;
+        }
+        if ((r = timeout_opt(argc, argv, &i, &cfg)) != 0) {
+            if (r < 0)
+                return 2;
             continue;
         }
         if ((r = cli_opt(argc, argv, &i, "--max-connections", &v)) != 0) {
