@@ -4,8 +4,9 @@
  * SHA-256 of the names and a few pointer moves), then the disk cache
  * STATE/certs/<CA fp8>/<key>.pem, then minting. The cache key is the SHA-256
  * of the CN and the sorted, de-duplicated name list. Minting happens outside
- * the lock, so a slow mint never blocks hits; two threads minting the same
- * names at once both succeed and the first one inserted wins. */
+ * the cache lock, so a slow mint never blocks hits; misses are serialized
+ * per key stripe, so one host is minted once even when many connections
+ * to it arrive at once. */
 /* EVP_PKEY_get1_EC_KEY and friends are deprecated in OpenSSL 3 but are
  * the only way to a fast-encoding public key in 3.0 (see fast_keys). */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,7 @@ struct wq_item {
 };
 
 #define WQ_MAX 256                      /* pending disk writes; more are dropped */
+#define MISS_STRIPES 16
 
 struct tls_minter {
     X509 *ca_cert;
@@ -70,6 +73,7 @@ struct tls_minter {
     time_t ca_not_after;
     char dir[PATH_MAX];                 /* STATE/certs/<fp8> */
     pthread_mutex_t mu;
+    pthread_mutex_t miss_mu[MISS_STRIPES];
     struct entry **buckets;
     size_t nbuckets, count, cap;
     struct entry *head, *tail;
@@ -380,6 +384,9 @@ static void disk_store(const char *path, X509 *x)
 static void *writer_main(void *arg)
 {
     struct tls_minter *m = arg;
+    sigset_t all;
+    sigfillset(&all);                   /* signals belong to the event loops */
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_mutex_lock(&m->wq_mu);
     for (;;) {
         while (!m->wq_head && !m->wq_stop)
@@ -587,20 +594,32 @@ X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
     X509 *x = mem_lookup(m, key, now);
     if (x)
         return x;
+    /* A miss: one thread per key stripe fetches or mints, so concurrent
+     * first connections to a host all get the same leaf; the others find
+     * it in memory once the stripe is free. Hits never wait for this. */
+    pthread_mutex_t *stripe = &m->miss_mu[key[0] % MISS_STRIPES];
+    pthread_mutex_lock(stripe);
+    if ((x = mem_lookup(m, key, now)) != NULL) {
+        pthread_mutex_unlock(stripe);
+        return x;
+    }
     cache_path(m, key, path, sizeof path);
     bool from_disk = (x = disk_lookup(m, path, now, &not_after)) != NULL;
-    if (!x && !(x = mint(m, names, now, &not_after, err, errlen)))
-        return NULL;
-    if (!from_disk)
+    if (!x)
+        x = mint(m, names, now, &not_after, err, errlen);
+    if (x && !from_disk)
         disk_enqueue(m, path, x);
-    pthread_mutex_lock(&m->mu);
-    if (from_disk)
-        m->stats.disk_hits++;
-    else
-        m->stats.minted++;
-    X509_up_ref(x);
-    map_insert(m, key, x, not_after);
-    pthread_mutex_unlock(&m->mu);
+    if (x) {
+        pthread_mutex_lock(&m->mu);
+        if (from_disk)
+            m->stats.disk_hits++;
+        else
+            m->stats.minted++;
+        X509_up_ref(x);
+        map_insert(m, key, x, not_after);
+        pthread_mutex_unlock(&m->mu);
+    }
+    pthread_mutex_unlock(stripe);
     return x;
 }
 
@@ -681,6 +700,8 @@ int tls_minter_new(const struct tls_ca *ca, const char *state_dir, size_t mem_en
     m->buckets = calloc(m->nbuckets, sizeof *m->buckets);
     pthread_mutex_init(&m->mu, NULL);
     pthread_mutex_init(&m->sign_mu, NULL);
+    for (int i = 0; i < MISS_STRIPES; i++)
+        pthread_mutex_init(&m->miss_mu[i], NULL);
     pthread_mutex_init(&m->wq_mu, NULL);
     pthread_cond_init(&m->wq_cv, NULL);
     pthread_cond_init(&m->wq_idle_cv, NULL);
@@ -732,6 +753,8 @@ void tls_minter_free(struct tls_minter *m)
     EVP_PKEY_free(m->leaf_pub);
     EVP_MD_CTX_free(m->sign_tmpl);
     pthread_mutex_destroy(&m->sign_mu);
+    for (int i = 0; i < MISS_STRIPES; i++)
+        pthread_mutex_destroy(&m->miss_mu[i]);
     pthread_mutex_destroy(&m->wq_mu);
     pthread_cond_destroy(&m->wq_cv);
     pthread_cond_destroy(&m->wq_idle_cv);
