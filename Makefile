@@ -54,7 +54,7 @@ unit: build build-asan
 	cd $(ASAN_BUILD) && ctest --output-on-failure
 
 integration: build-asan
-	SHOJI_BIN=$(abspath $(ASAN_BUILD))/shoji $(PYTEST) -q tests/integration
+	SHOJI_BIN=$(abspath $(ASAN_BUILD))/shoji SHOJI_SERVER_BIN=$(abspath $(ASAN_BUILD))/shoji-server $(PYTEST) -q tests/integration
 
 fuzz-smoke: build-fuzz
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)

@@ -197,3 +197,26 @@ out:
 
 void h_agent_logs_put(struct req *r) { upload(r, K_LOGS); }
 void h_agent_conflicts_put(struct req *r) { upload(r, K_CONFLICTS); }
+
+/* Deletes log lines and conflict events older than the retention, and the
+ * batch ids received before it (an agent never retries a batch that old:
+ * its spool is bounded well below the retention). */
+int data_retention_sweep(struct srv *s, struct db_conn *c, int64_t now, char *err, size_t errlen)
+{
+    if (s->cfg.retention_secs <= 0)
+        return 0;
+    char cut[24];
+    i64(cut, sizeof cut, now - s->cfg.retention_secs);
+    struct db_res *res = NULL;
+    int rc = db_q(c, &res, err, errlen, "DELETE FROM logs WHERE ts < $1", 1, cut);
+    long n = db_affected(res);
+    db_res_free(res);
+    if (rc == 0)
+        rc = db_q(c, NULL, err, errlen, "DELETE FROM conflicts WHERE ts < $1", 1, cut);
+    if (rc == 0)
+        rc = db_q(c, NULL, err, errlen, "DELETE FROM batches WHERE received_at < $1", 1, cut);
+    if (rc == 0 && n > 0)
+        log_info("retention: deleted %ld log line(s) older than %lld s", n,
+                 (long long)s->cfg.retention_secs);
+    return rc;
+}

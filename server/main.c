@@ -23,7 +23,7 @@ static void usage(FILE *f)
           "                    [--tls-cert FILE --tls-key FILE] [--data-dir DIR] [--threads N]\n"
           "                    [--online-secs N] [--stale-secs N] [--expire-secs N]\n"
           "                    [--session-secs N] [--lockout-failures N] [--lockout-secs N]\n"
-          "                    [--sweep-secs N] [--verbose]\n"
+          "                    [--sweep-secs N] [--retention-days N] [--verbose]\n"
           "       shoji-server admin add --db URL --user NAME [--password-file FILE]\n"
           "                    (password from stdin when no file is given)\n"
           "       shoji-server admin token --db URL --user NAME [--name LABEL]\n"
@@ -81,6 +81,7 @@ static int parse(int argc, char **argv, int start, struct opts *o)
         { "--session-secs", 1, offsetof(struct srv_config, session_secs) },
         { "--lockout-secs", 1, offsetof(struct srv_config, lockout_secs) },
         { "--sweep-secs", 1, offsetof(struct srv_config, sweep_secs) },
+        { "--retention-days", 0, offsetof(struct srv_config, retention_secs) },
     };
     for (int i = start; i < argc; i++) {
         const char *v = NULL;
@@ -246,6 +247,8 @@ static int serve(struct opts *o)
         struct db_conn *c = db_acquire(s.db);
         if (agents_sweep(&s, c, (int64_t)time(NULL), err, sizeof err) < 0)
             log_warn("expiry sweep: %s", err);
+        if (data_retention_sweep(&s, c, (int64_t)time(NULL), err, sizeof err) < 0)
+            log_warn("retention sweep: %s", err);
         db_release(s.db, c);
     }
     log_info("shutting down");
@@ -285,6 +288,7 @@ int main(int argc, char **argv)
         start = 2;
     if (parse(argc, argv, start, &o) < 0)
         return 2;
+    o.c.retention_secs *= 86400;      /* parsed as days */
     if (o.c.stale_secs < o.c.online_secs)
         o.c.stale_secs = o.c.online_secs;
     if (migrate_only) {

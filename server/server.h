@@ -34,6 +34,7 @@ struct srv_config {
     int lockout_failures;        /* failed logins before lock-out */
     int64_t lockout_secs;        /* lock-out duration and failure window */
     int64_t sweep_secs;          /* how often expiry runs */
+    int64_t retention_secs;      /* logs/conflicts/batch ids older: deleted (0 = keep) */
     const char *policy_base_dir; /* base dir for relative paths in policies */
 };
 
@@ -123,6 +124,7 @@ void h_agent_self(struct req *r);
 void h_agent_status(struct req *r);
 void h_agent_unenrol(struct req *r);
 int agents_sweep(struct srv *s, struct db_conn *c, int64_t now, char *err, size_t errlen);
+int data_retention_sweep(struct srv *s, struct db_conn *c, int64_t now, char *err, size_t errlen);
 const char *agent_state(const struct srv *s, int64_t last_seen, int64_t now);
 
 /* ---- api_policy.c ---- */

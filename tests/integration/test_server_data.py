@@ -269,3 +269,19 @@ def test_concurrent_uploads_and_retries_store_every_line_exactly_once(srv, admin
         if not cursor:
             break
     assert total == 24 * 20 + 1
+
+
+def test_retention_deletes_old_lines_and_keeps_recent_ones(make_server, admin_token):
+    s = make_server("--retention-days", "1", "--sweep-secs", "1")
+    admin = s.client(auth=admin_token)
+    _, agent = enrol(s, admin)
+    now = int(time.time())
+    r = put_batch(agent, "logs", "mixed-age", [log_line(now - 2 * 86400, "old.test"),
+                                               log_line(now - 60, "new.test")])
+    assert r.status == 201 and r.json["stored"] == 2
+    put_batch(agent, "conflicts", "c", [{"time": now - 3 * 86400, "app": "a", "host": "old.test"}])
+    deadline = time.time() + 10
+    while time.time() < deadline and len(admin.get("/api/v1/logs").json["logs"]) != 1:
+        time.sleep(0.5)
+    assert [l["line"]["host"] for l in admin.get("/api/v1/logs").json["logs"]] == ["new.test"]
+    assert admin.get("/api/v1/conflicts").json["conflicts"] == []
