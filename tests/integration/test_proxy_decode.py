@@ -79,12 +79,15 @@ def test_python_ssl_client_trusting_only_agent_ca_sees_names(agent, origins):
         tls.close()
 
 
-def test_python_ssl_client_rejects_leaf_when_not_trusting_agent_ca(agent, origins, pki):
+def test_python_ssl_client_rejects_leaf_when_not_trusting_agent_ca(agent_factory, origins, pki):
     """Sanity of the check above: trusting only the origin's real CA, the
-    minted leaf must NOT verify (we really are talking to the agent)."""
+    minted leaf must NOT verify (we really are talking to the agent).
+    Its own agent: the rejection teaches automatic avoidance to tunnel this
+    client to this host, which must not leak into the shared agent."""
     good = origins["good"]
+    own = agent_factory().start()
     with pytest.raises(ssl.SSLCertVerificationError):
-        tls_via_proxy(agent.port, "good.test", good.port, cafile=pki.ca_cert_path).close()
+        tls_via_proxy(own.port, "good.test", good.port, cafile=pki.ca_cert_path).close()
 
 
 def test_decoded_connection_keeps_alive_and_reuses_one_upstream_connection(agent, origins):
