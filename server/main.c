@@ -23,7 +23,8 @@ static void usage(FILE *f)
           "                    [--tls-cert FILE --tls-key FILE] [--data-dir DIR] [--threads N]\n"
           "                    [--online-secs N] [--stale-secs N] [--expire-secs N]\n"
           "                    [--session-secs N] [--lockout-failures N] [--lockout-secs N]\n"
-          "                    [--sweep-secs N] [--retention-days N] [--verbose]\n"
+          "                    [--sweep-secs N] [--retention-days N] [--console-dir DIR]\n"
+          "                    [--verbose]\n"
           "       shoji-server admin add --db URL --user NAME [--password-file FILE]\n"
           "                    (password from stdin when no file is given)\n"
           "       shoji-server admin token --db URL --user NAME [--name LABEL]\n"
@@ -93,7 +94,8 @@ static int parse(int argc, char **argv, int start, struct opts *o)
             (m = opt(argc, argv, &i, "--tls-key", &o->c.tls_key)) ||
             (m = opt(argc, argv, &i, "--user", &o->user)) ||
             (m = opt(argc, argv, &i, "--password-file", &o->pwfile)) ||
-            (m = opt(argc, argv, &i, "--name", &o->name))) {
+            (m = opt(argc, argv, &i, "--name", &o->name)) ||
+            (m = opt(argc, argv, &i, "--console-dir", &o->c.console_dir))) {
             if (m < 0)
                 return -1;
             continue;
@@ -289,6 +291,8 @@ int main(int argc, char **argv)
     if (parse(argc, argv, start, &o) < 0)
         return 2;
     o.c.retention_secs *= 86400;      /* parsed as days */
+    if (!o.c.console_dir && access(SHOJI_SOURCE_DIR "/server/console/index.html", R_OK) == 0)
+        o.c.console_dir = SHOJI_SOURCE_DIR "/server/console";
     if (o.c.stale_secs < o.c.online_secs)
         o.c.stale_secs = o.c.online_secs;
     if (migrate_only) {

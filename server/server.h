@@ -36,6 +36,7 @@ struct srv_config {
     int64_t sweep_secs;          /* how often expiry runs */
     int64_t retention_secs;      /* logs/conflicts/batch ids older: deleted (0 = keep) */
     const char *policy_base_dir; /* base dir for relative paths in policies */
+    const char *console_dir;     /* static console files, served under /console/ */
 };
 
 struct srv {
@@ -90,6 +91,8 @@ void req_db_error(struct req *r, int rc, const char *what, const char *err);
 int web_start(struct srv *s, const char *cert_pem, const char *key_pem, char *err, size_t errlen);
 void web_stop(void);
 int web_port(void);
+/* The console's static files (web_static.c); NULL dir: not installed. */
+void web_static_dir(const char *dir);
 
 /* ---- auth.c ---- */
 void auth_random_hex(char *out, size_t nbytes);          /* out: 2*nbytes+1 */

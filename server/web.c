@@ -70,6 +70,8 @@ static const struct route routes[] = {
 #undef J
 #undef B
 
+enum MHD_Result web_static_serve(struct MHD_Connection *mc, const char *url);
+
 static struct MHD_Daemon *g_daemon;
 static struct srv *g_srv;
 
@@ -272,6 +274,9 @@ static enum MHD_Result first_call(struct MHD_Connection *mc, const char *url, co
     if (!cx)
         return MHD_NO;
     *con_cls = cx;
+    if (strncmp(url, "/api/", 5) != 0 &&
+        (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+        return web_static_serve(mc, url);
     int rc = find_route(method, url, &cx->rt);
     if (rc == -ENOENT)
         return send_error(mc, 404, "no such API endpoint (see docs/API.md)");
@@ -373,6 +378,7 @@ int web_start(struct srv *s, const char *cert_pem, const char *key_pem, char *er
     if (rc < 0)
         return rc;
     g_srv = s;
+    web_static_dir(s->cfg.console_dir);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS | MHD_USE_ERROR_LOG |
                      MHD_USE_EPOLL;
     if (ss.ss_family == AF_INET6)

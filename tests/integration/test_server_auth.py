@@ -129,3 +129,32 @@ def test_the_server_survives_a_postgresql_restart(db_url, srv, admin, request):
     for _ in range(6):
         assert admin.get("/api/v1/agents").status == 200
         assert agent.get("/api/v1/agent").status == 200
+
+
+def test_console_files_are_served_with_a_strict_policy_and_nothing_else(make_server,
+                                                                        admin_token, tmp_path):
+    import os
+    con = tmp_path / "console"
+    (con / "js").mkdir(parents=True)
+    (con / "index.html").write_text("<!doctype html><title>shoji</title>")
+    (con / "js" / "app.js").write_text("console.log(1)")
+    (con / ".secret.txt").write_text("hidden")
+    (con / "notes.key").write_text("no type")
+    os.symlink("/etc/passwd", con / "passwd.txt")
+    s = make_server("--console-dir", str(con))
+    c = s.client()
+    r = c.get("/")
+    assert r.status == 302 and r.header("Location") == "/console/"
+    r = c.get("/console/")
+    assert r.status == 200 and b"<title>shoji</title>" in r.raw
+    assert r.header("Content-Type").startswith("text/html")
+    assert "default-src 'self'" in r.header("Content-Security-Policy")
+    assert r.header("X-Frame-Options") == "DENY"
+    r = c.get("/console/js/app.js")
+    assert r.status == 200 and r.header("Content-Type").startswith("text/javascript")
+    for bad in ("/console/../server.key", "/console/.secret.txt", "/console/notes.key",
+                "/console/passwd.txt", "/console/js/", "/console//index.html",
+                "/console/%2e%2e/server.key", "/server.key", "/console/missing.html"):
+        r = c.get(bad)
+        assert r.status == 404, (bad, r)
+        assert b"root:" not in r.raw
