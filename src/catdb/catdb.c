@@ -143,7 +143,7 @@ static int load_sections(struct catdb *db, char *err, size_t errlen)
     if (nslots & (nslots - 1))
         return util_err(err, errlen, -EINVAL, "slot count %zu is not a power of two", nslots);
     db->slot_mask = nslots - 1;
-    if (nbloom & (nbloom - 1))
+    if ((nbloom & (nbloom - 1)) || nbloom < CDB_BLOOM_BLOCK_WORDS)
         return util_err(err, errlen, -EINVAL, "filter size %zu is not a power of two", nbloom);
     db->bloom_mask = nbloom - 1;
     db->max_probe = db->meta->max_probe;

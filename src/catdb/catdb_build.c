@@ -474,8 +474,8 @@ static int build_slots(const struct cdb_builder *b, struct tables *t)
     if (!t->slots || !t->uh || !t->urls || !t->order || !t->tmp)
         return -ENOMEM;
     t->nslots = cap;
-    t->nbloom = 1;
-    while (t->nbloom * 8 < b->nkeys)          /* 64 bits per 8 keys */
+    t->nbloom = CDB_BLOOM_BLOCK_WORDS;
+    while (t->nbloom * 8 < b->nkeys)          /* at least 8 bits per key */
         t->nbloom *= 2;
     if (!(t->bloom = calloc(t->nbloom, sizeof *t->bloom)))
         return -ENOMEM;
@@ -493,7 +493,10 @@ static int build_slots(const struct cdb_builder *b, struct tables *t)
                 return -ENOMEM;
             t->meta.url_label_mask |= bit;
         }
-        t->bloom[cdb_bloom_word(k->hash, t->nbloom - 1)] |= cdb_bloom_bits(k->hash);
+        const char *ks = b->str + k->key_off;
+        uint32_t bs = cdb_base_start(ks, k->key_len);
+        uint64_t base = cdb_hash_key(ks + bs, k->key_len - bs);
+        t->bloom[cdb_bloom_word(base, k->hash, t->nbloom - 1)] |= cdb_bloom_bits(k->hash);
         size_t j = k->hash & (cap - 1);
         uint32_t dist = 0;
         while (t->slots[j].key_off) {

@@ -108,41 +108,39 @@ static void match_urls(const struct catdb *db, uint32_t urls, const char *path, 
 }
 
 /* Walks the host's dot-suffixes, hashing backwards once. Suffixes that the
- * label-count masks let through are checked against the Bloom filter, and
- * those that pass are probed in the slot table; each of the three rounds
- * prefetches for the next, so their cache misses overlap. */
+ * label-count masks let through are checked against the Bloom filter (one
+ * block for all suffixes of two labels or more), and those that pass are
+ * probed in the slot table, prefetched together so the misses overlap. */
 #define WALK_MAX 128   /* a 253-byte host has at most 127 labels */
 static void walk(const struct catdb *db, const char *h, size_t n, int is_ip, const char *path, struct catset *out)
 {
     size_t ustart = is_ip ? 0 : cdb_www_strip(h, (uint32_t)n);
     uint64_t hash = CDB_FNV_OFFSET, dmask = db->meta->dom_label_mask, umask = db->meta->url_label_mask;
-    uint64_t hs[WALK_MAX];
-    size_t at[WALK_MAX], nc = 0, np = 0;
+    uint64_t hs[WALK_MAX], base = 0;
+    size_t at[WALK_MAX], nc = 0;
     unsigned labels = 0;
     for (size_t i = n; i-- > 0 && nc < WALK_MAX;) {
         hash = cdb_hash_step(hash, (unsigned char)h[i]);
         if (i != 0 && h[i - 1] != '.')
             continue;
-        labels++;
+        uint64_t f = cdb_hash_final(hash);
+        if (++labels <= 2) {
+            base = f;                       /* a key's block is its last two labels' hash */
+            __builtin_prefetch(&db->bloom[cdb_bloom_word(base, 0, db->bloom_mask)]);
+        }
         if (is_ip && i != 0)
             continue;                       /* IP literals match exactly */
         uint64_t bit = 1ull << cdb_label_bit(labels);
         if (!(dmask & bit) && !(i == ustart && (umask & bit)))
             continue;
-        hs[nc] = cdb_hash_final(hash);
-        at[nc] = i;
-        __builtin_prefetch(&db->bloom[cdb_bloom_word(hs[nc], db->bloom_mask)]);
-        nc++;
+        uint64_t want = cdb_bloom_bits(f);
+        if ((db->bloom[cdb_bloom_word(base, f, db->bloom_mask)] & want) != want)
+            continue;
+        __builtin_prefetch(&db->slots[f & db->slot_mask]);
+        hs[nc] = f;
+        at[nc++] = i;
     }
     for (size_t c = 0; c < nc; c++) {
-        uint64_t want = cdb_bloom_bits(hs[c]);
-        if ((db->bloom[cdb_bloom_word(hs[c], db->bloom_mask)] & want) != want)
-            continue;
-        __builtin_prefetch(&db->slots[hs[c] & db->slot_mask]);
-        hs[np] = hs[c];
-        at[np++] = at[c];
-    }
-    for (size_t c = 0; c < np; c++) {
         const struct cdb_slot *sl = probe(db, h + at[c], n - at[c], hs[c]);
         if (!sl)
             continue;
@@ -176,25 +174,25 @@ static void arena_free(void *p, void *data)
     (void)data;
 }
 
-/* Builds "host/path" (and its lower-case copy for the prefilter). */
-static size_t expr_subject(const char *h, size_t n, const char *path, char *subj, char *low, size_t cap)
+/* Builds "host/path" in lower case: the expressions are caseless (ASCII
+ * only, the default PCRE2 tables), so they see the same URL the prefilter
+ * scans. */
+static size_t expr_subject(const char *h, size_t n, const char *path, char *low, size_t cap)
 {
     size_t len = n < cap ? n : cap;
-    memcpy(subj, h, len);
+    memcpy(low, h, len);                  /* the host is lower case already */
     if (len < cap && (!path || path[0] != '/'))
-        subj[len++] = '/';
+        low[len++] = '/';
     for (; path && *path && len < cap; path++)
-        subj[len++] = *path;
-    for (size_t i = 0; i < len; i++)
-        low[i] = (char)((subj[i] >= 'A' && subj[i] <= 'Z') ? subj[i] + 32 : subj[i]);
+        low[len++] = (char)((*path >= 'A' && *path <= 'Z') ? *path + 32 : *path);
     return len;
 }
 
 static void match_exprs(const struct catdb *db, const char *h, size_t n, const char *path, struct catset *out)
 {
-    char subj[CATDB_EXPR_SUBJECT_MAX], low[CATDB_EXPR_SUBJECT_MAX];
+    char low[CATDB_EXPR_SUBJECT_MAX];
     uint8_t may[CDB_PF_MAX_EXPRS / 8];
-    size_t len = expr_subject(h, n, path, subj, low, sizeof subj);
+    size_t len = expr_subject(h, n, path, low, sizeof low);
     size_t nbytes = (db->nexprs < CDB_PF_MAX_EXPRS ? db->nexprs + 7 : CDB_PF_MAX_EXPRS) / 8;
     memset(may, 0, nbytes);
     cdb_pf_scan(&db->pf, low, len, may);
@@ -214,7 +212,7 @@ static void match_exprs(const struct catdb *db, const char *h, size_t n, const c
             if (!md)
                 return;
         }
-        if (pcre2_match(db->re[i], (PCRE2_SPTR)subj, len, 0, 0, md, db->mctx) >= 0)
+        if (pcre2_match(db->re[i], (PCRE2_SPTR)low, len, 0, 0, md, db->mctx) >= 0)
             catset_add(out, cat);
     }
 }
