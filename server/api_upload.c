@@ -198,14 +198,23 @@ out:
 void h_agent_logs_put(struct req *r) { upload(r, K_LOGS); }
 void h_agent_conflicts_put(struct req *r) { upload(r, K_CONFLICTS); }
 
-/* Deletes log lines and conflict events older than the retention, and the
- * batch ids received before it (an agent never retries a batch that old:
+/* Deletes ended sessions and stale login-failure counters; with a retention,
+ * also log lines and conflict events older than it, and the batch ids
+ * received before it (an agent never retries a batch that old:
  * its spool is bounded well below the retention). */
 int data_retention_sweep(struct srv *s, struct db_conn *c, int64_t now, char *err, size_t errlen)
 {
-    if (s->cfg.retention_secs <= 0)
-        return 0;
-    char cut[24];
+    char cut[24], n_now[24], window[24];
+    i64(n_now, sizeof n_now, now);
+    i64(window, sizeof window, now - s->cfg.lockout_secs);
+    /* housekeeping, always: ended sessions and old login-failure counters */
+    int hk = db_q(c, NULL, err, errlen, "DELETE FROM sessions WHERE expires_at <= $1", 1, n_now);
+    if (hk == 0)
+        hk = db_q(c, NULL, err, errlen,
+                  "DELETE FROM login_failures WHERE locked_until <= $1 AND first_at < $2", 2,
+                  n_now, window);
+    if (hk < 0 || s->cfg.retention_secs <= 0)
+        return hk;
     i64(cut, sizeof cut, now - s->cfg.retention_secs);
     struct db_res *res = NULL;
     int rc = db_q(c, &res, err, errlen, "DELETE FROM logs WHERE ts < $1", 1, cut);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -265,6 +266,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoji-server: libsodium failed to initialise\n");
         return 1;
     }
+    umask(077);     /* the database and its WAL hold hashes and logs: owner only */
     struct opts o;
     memset(&o, 0, sizeof o);
     o.c = (struct srv_config){ .listen = "127.0.0.1:8443", .data_dir = "/var/lib/shoji-server",

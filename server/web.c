@@ -274,6 +274,8 @@ static enum MHD_Result first_call(struct MHD_Connection *mc, const char *url, co
     if (!cx)
         return MHD_NO;
     *con_cls = cx;
+    if (strlen(url) >= sizeof ((struct req *)0)->path)
+        return send_error(mc, 414, "the URL is too long");
     if (strncmp(url, "/api/", 5) != 0 &&
         (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
         return web_static_serve(mc, url);

@@ -18,6 +18,8 @@ def test_server_prints_the_fingerprint_of_the_certificate_it_serves(srv):
     assert r.status == 200 and r.json["status"] == "ok"
     key = os.path.join(srv.data_dir, "server.key")
     assert os.stat(key).st_mode & 0o777 == 0o600
+    if srv.db_url.startswith("sqlite:"):
+        assert os.stat(srv.db_url[7:]).st_mode & 0o077 == 0     # hashes and logs: owner only
     pem = open(os.path.join(srv.data_dir, "server.crt")).read()
     der = ssl.PEM_cert_to_DER_cert(pem)
     assert hashlib.sha256(der).hexdigest() == srv.fingerprint.replace(":", "").lower()

@@ -56,6 +56,7 @@ def test_oversized_and_malformed_bodies_are_refused_with_clear_errors(srv, admin
     assert c.get("/api/v1/nothing").status == 404
     assert c.request("PATCH", "/api/v1/enrol").status == 405
     assert c.get("/api/v1/nothing").json["error"]
+    assert c.get("/api/v1/agents/" + "a" * 2000).status == 414
 
 
 def test_batch_bodies_are_bounded_compressed_and_decompressed(srv, admin):
