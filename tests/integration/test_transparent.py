@@ -127,19 +127,15 @@ def test_blocked_https_site_never_reaches_the_origin_and_is_logged(live):
     assert {x["app"] for x in recs} == {"curl", "python3"}, recs
     for rec in recs:
         assert rec["status"] == 403 and "block" in str(rec.get("rule")), rec
-    assert not [c for c in from_client(lab.site_connections("blocked.test")) if c["local"].endswith(":443")], \
-        "a blocked connection reached the origin"
+    reqs = [c for c in lab.site_connections("blocked.test") if c.get("request")]
+    assert not reqs, "a blocked request reached the origin: %r" % reqs
 
 
-BUG_BLOCK_PAGE = ("agent bug (reported to the lead): a transparent TLS connection to a host blocked "
-                  "by name is closed after the ClientHello (curl: SSL_ERROR_SYSCALL) instead of "
-                  "being decoded and answered with the 403 block page")
 BUG_SNI_CLAIM = ("agent bug (reported to the lead): the SNI-claim check decides to decode, but the "
                  "certificate phase (conn_cert_phase) re-runs the policy with the claimed SNI as host "
                  "and tunnels the connection to the lying address after all")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_BLOCK_PAGE)
 def test_blocked_https_site_shows_the_block_page_over_decoded_tls(live):
     """Issue 5: "blocked (block page)". A transparent client sent no CONNECT
     that could be answered 403: the only way to show it the block page is to
@@ -151,6 +147,16 @@ def test_blocked_https_site_shows_the_block_page_over_decoded_tls(live):
         r.stderr.strip(), r.returncode, lab.stderr()[-1500:])
     assert r.stdout.rstrip().endswith("403"), r.stdout
     assert "blocked.test" in r.stdout and lab.markers["blocked.test"] not in r.stdout, r.stdout[:500]
+
+
+def test_blocked_https_site_whose_origin_is_down_still_gets_the_block_page(live):
+    """Nothing listens at down.test's address: a blocked site's page must not
+    depend on the origin (no 502 "could not connect" instead of the block)."""
+    lab = live
+    r = lab.https("down.test", path="/t-block-down", cafile=lab.agent.ca_path)
+    assert r["ok"], (r, lab.stderr()[-1500:])
+    assert r["issuer"].startswith(AGENT_CA_CN), r
+    assert r["status"] == 403 and "down.test" in r["body"], r
 
 
 def test_excluded_host_is_tunnelled_and_the_client_sees_the_origins_certificate(live):

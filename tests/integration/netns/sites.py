@@ -8,8 +8,9 @@ the origin namespace (ip netns exec ... /usr/bin/python3 sites.py ...).
                                         "SHOJI-ECHO peer=IP:PORT\\r\\n", then
                                         echoes every byte back
   --udp IP PORT                         answers each datagram with "UDP-REPLY"
-  --log FILE                            one JSON line per accepted connection:
-                                        {"site", "local", "peer"}
+  --log FILE                            one JSON line per accepted connection
+                                        {"site", "local", "peer"}, and one per
+                                        request {..., "request", "host"}
 
 Every page of a site also says "peer=IP:PORT": the address the origin saw
 the connection come from. Prints {"ready": true} once everything listens; runs until killed.
@@ -30,12 +31,12 @@ _log_lock = threading.Lock()
 LOG = None
 
 
-def log_conn(site, conn):
+def log_conn(site, conn, **extra):
     if not LOG:
         return
     try:
         rec = {"site": site, "local": "%s:%d" % conn.getsockname()[:2],
-               "peer": "%s:%d" % conn.getpeername()[:2]}
+               "peer": "%s:%d" % conn.getpeername()[:2], **extra}
     except OSError:
         return
     with _log_lock, open(LOG, "a") as f:
@@ -50,6 +51,7 @@ class Site(Origin):
         self.marker = marker
         self.want_port = port
         self.peers = {}
+        self.conns = {}
 
     def start(self):
         self._ctx = None
@@ -75,7 +77,18 @@ class Site(Origin):
         except OSError:
             self.peers[cid] = None
         log_conn(self.name, conn)
-        super()._serve(conn, cid)
+        self.conns[cid] = conn
+        try:
+            super()._serve(conn, cid)
+        finally:
+            self.conns.pop(cid, None)
+
+    def _read_head(self, rd, cid):
+        req = super()._read_head(rd, cid)
+        conn = self.conns.get(cid)
+        if conn is not None:
+            log_conn(self.name, conn, request=req.target, host=req.header("host"))
+        return req
 
     def _page(self, req):
         page = super()._page(req)

@@ -13,11 +13,13 @@ file, by the clients through --resolve / explicit addresses):
   blocked.test    198.51.100.2 :443 and :80      (policy: block)
   excluded.test   203.0.113.2  :443 and :80      (policy: decode.exclude_hosts);
   gsa.apple.com   203.0.113.2  same server, its cert names both
+  down.test       203.0.113.4  nothing listens (policy: block)
   echo            203.0.113.3  :443 neither TLS nor HTTP (banner, then echo)
   udp             192.0.2.2    UDP :443 and :444 answer every datagram
 
-Every connection a site accepts is logged (site, local, peer) to
-lab.site_log, so a test can count what reached the origin and from where.
+Every connection a site accepts, and every request it reads, is logged
+(site, local, peer[, request, host]) to lab.site_log, so a test can count
+what reached the origin and from where.
 """
 import json
 import os
@@ -36,12 +38,13 @@ WEBCLIENT = os.path.join(HERE, "webclient.py")
 LISTEN_PORT = 3128
 TPORT = 3129
 ECHO_IP = "203.0.113.3"
+DOWN_IP = "203.0.113.4"      # an address of the origin ns where nothing listens
 
 ADDR = {"good.test": "192.0.2.2", "blocked.test": "198.51.100.2",
-        "excluded.test": "203.0.113.2", "gsa.apple.com": "203.0.113.2"}
+        "excluded.test": "203.0.113.2", "gsa.apple.com": "203.0.113.2", "down.test": DOWN_IP}
 
 DEFAULT_POLICY = {
-    "block": ["blocked.test"],
+    "block": ["blocked.test", "down.test"],
     "decode": {"exclude_hosts": ["excluded.test", "gsa.apple.com", "*.unresolved.test"]},
     "disabled_apps": ["disabledcurl"],
     # tests check certificates with clients that reject one side's CA on
@@ -127,7 +130,8 @@ class Lab:
     # --- origin side -------------------------------------------------------
     def _start_sites(self):
         t = self.t
-        t._ip("-n", t.ns["origin"], "addr", "add", ECHO_IP + "/24", "dev", "sho%s" % t.tag)
+        for ip in (ECHO_IP, DOWN_IP):
+            t._ip("-n", t.ns["origin"], "addr", "add", ip + "/24", "dev", "sho%s" % t.tag)
         certs = site_certs(self.pki)
         argv = [PYTHON, SITES, "--log", self.site_log]
         for name, cp in certs.items():
@@ -244,5 +248,5 @@ def metric(text, name):
     return None
 
 
-__all__ = ["Lab", "NsAgent", "AgentError", "ADDR", "ECHO_IP", "TPORT", "LISTEN_PORT",
+__all__ = ["Lab", "NsAgent", "AgentError", "ADDR", "ECHO_IP", "DOWN_IP", "TPORT", "LISTEN_PORT",
            "metrics_text", "metric", "subprocess"]
