@@ -2,7 +2,8 @@
 """Web sites and an echo server for the transparent-mode tests; runs inside
 the origin namespace (ip netns exec ... /usr/bin/python3 sites.py ...).
 
-  --tls  NAME IP PORT CERT KEY MARKER   HTTPS site (helpers/origin.py routes)
+  --tls  NAME IP PORT CERT KEY MARKER   HTTPS site (helpers/origin.py routes;
+                                        IP may be IPv6)
   --http NAME IP PORT MARKER            plain HTTP site (same routes)
   --echo IP PORT                        neither TLS nor HTTP: sends the banner
                                         "SHOJI-ECHO peer=IP:PORT\\r\\n", then
@@ -60,7 +61,7 @@ class Site(Origin):
             ctx.load_cert_chain(self.cert.cert_path, self.cert.key_path)
             ctx.set_alpn_protocols(["http/1.1"])
             self._ctx = ctx
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.host, self.want_port))
         s.listen(128)
@@ -73,7 +74,7 @@ class Site(Origin):
 
     def _serve(self, conn, cid):
         try:
-            self.peers[cid] = "%s:%d" % conn.getpeername()[:2]
+            self.peers[cid] = "%s:%d" % tuple(conn.getpeername()[:2])
         except OSError:
             self.peers[cid] = None
         log_conn(self.name, conn)

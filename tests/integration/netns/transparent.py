@@ -9,7 +9,7 @@
 Sites (origin namespace; names resolved by the agent through its --hosts
 file, by the clients through --resolve / explicit addresses):
 
-  good.test       192.0.2.2    :443 (test-root cert) and :80
+  good.test       192.0.2.2    :443 (test-root cert) and :80; [2001:db8:5::2]:443
   blocked.test    198.51.100.2 :443 and :80      (policy: block)
   excluded.test   203.0.113.2  :443 and :80      (policy: decode.exclude_hosts);
   gsa.apple.com   203.0.113.2  same server, its cert names both
@@ -39,6 +39,7 @@ LISTEN_PORT = 3128
 TPORT = 3129
 ECHO_IP = "203.0.113.3"
 DOWN_IP = "203.0.113.4"      # an address of the origin ns where nothing listens
+GOOD_IP6 = "2001:db8:5::2"   # good.test over IPv6 (the origin veth's address)
 
 ADDR = {"good.test": "192.0.2.2", "blocked.test": "198.51.100.2",
         "excluded.test": "203.0.113.2", "gsa.apple.com": "203.0.113.2", "down.test": DOWN_IP}
@@ -138,6 +139,8 @@ class Lab:
             ip = ADDR[name]
             argv += ["--tls", name, ip, "443", cp.cert_path, cp.key_path, self.markers[name]]
             argv += ["--http", name, ip, "80", self.markers[name]]
+        cp = certs["good.test"]
+        argv += ["--tls", "good.test", GOOD_IP6, "443", cp.cert_path, cp.key_path, self.markers["good.test"]]
         argv += ["--echo", ECHO_IP, "443", "--udp", ADDR["good.test"], "443",
                  "--udp", ADDR["good.test"], "444"]
         p = t.popen("origin", argv)
@@ -248,5 +251,5 @@ def metric(text, name):
     return None
 
 
-__all__ = ["Lab", "NsAgent", "AgentError", "ADDR", "ECHO_IP", "DOWN_IP", "TPORT", "LISTEN_PORT",
+__all__ = ["Lab", "NsAgent", "AgentError", "ADDR", "ECHO_IP", "DOWN_IP", "GOOD_IP6", "TPORT", "LISTEN_PORT",
            "metrics_text", "metric", "subprocess"]
