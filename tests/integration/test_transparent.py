@@ -307,6 +307,28 @@ def test_excluded_sni_that_resolves_nowhere_is_not_tunnelled_on_the_claim_alone(
     assert lab.markers["blocked.test"] not in (r.get("body") or ""), (r, lab.stderr())
 
 
+def test_tls_without_sni_to_a_blocked_sites_address_is_decided_on_its_certificate(live):
+    """No SNI: the agent decides on the original address and the upstream
+    certificate's names (issue 5). blocked.test's certificate names a
+    blocked host: the client must not get its content."""
+    lab = live
+    r = lab.client("https", "--ip", ADDR["blocked.test"], "--port", "443", "--sni", "", "--host",
+                   "blocked.test", "--path", "/t-nosni-block")
+    assert lab.markers["blocked.test"] not in (r.get("body") or ""), (r, lab.stderr()[-1500:])
+    if r.get("issuer") is not None:
+        assert r["issuer"].startswith(AGENT_CA_CN), r
+
+
+def test_tls_without_sni_to_an_excluded_sites_address_is_tunnelled_by_its_certificate(live):
+    """No SNI, and the origin's certificate names an excluded host: the
+    certificate phase tunnels it (the client sees the origin's certificate)."""
+    lab = live
+    r = lab.client("https", "--ip", ADDR["excluded.test"], "--port", "443", "--sni", "", "--host",
+                   "excluded.test", "--path", "/t-nosni-excl")
+    assert r["ok"] and r["issuer"] == TEST_ROOT_CN and r["subject"] == "excluded.test", (r, lab.stderr()[-1500:])
+    assert lab.markers["excluded.test"] in r["body"], r
+
+
 # --- the agent's own upstream connections -----------------------------------
 
 def test_agent_upstream_connections_are_not_looped_back(live):

@@ -4,8 +4,9 @@ the client namespace and connects straight to the address it is given (the
 nftables rules, not the client, send it to the agent). Prints one JSON line.
 
   https --ip IP --port P --sni NAME [--host H] [--path /] [--cafile F]
-      TLS with SNI NAME (verified against F and NAME when F is given,
-      otherwise not verified), then GET PATH with Host H (default NAME).
+      TLS with SNI NAME (--sni "": no SNI; verified against F and NAME when
+      F is given, otherwise not verified), then GET PATH with Host H
+      (default NAME).
       -> {"ok", "error", "issuer", "subject", "sans", "status", "body"}
   http --ip IP --port P --host H [--path /]
       -> {"ok", "error", "status", "body"}
@@ -71,7 +72,7 @@ def cmd_https(a, out):
         ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     with socket.create_connection((a.ip, a.port), timeout=a.timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=a.sni) as s:
+        with ctx.wrap_socket(raw, server_hostname=a.sni or None) as s:
             out["issuer"], out["subject"], out["sans"] = names(s.getpeercert(binary_form=True))
             s.sendall(request(a.host or a.sni, a.path))
             out["status"], out["body"] = read_response(s)
