@@ -355,6 +355,34 @@ def test_agent_upstream_connections_are_not_looped_back(live):
     assert not loops, loops
 
 
+def test_direct_connection_to_the_transparent_port_is_closed_not_looped(live):
+    """A connection made straight to the transparent port has no original
+    destination: the agent must close it, not connect to itself."""
+    lab = live
+    before = len(lab.access_log())
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % TPORT
+    r = lab.client("raw", "--ip", "127.0.0.1", "--port", str(TPORT), "--send-hex", req.hex(), "--timeout", "5")
+    assert r["received"] == "" and r["error"] is None and r["elapsed"] < 2, r
+    time.sleep(0.2)
+    assert lab.agent.running(), lab.stderr()
+    assert len(lab.access_log()) == before, lab.access_log()[before:]
+    assert "no original destination" in lab.stderr(), lab.stderr()[-1000:]
+
+
+def test_twenty_concurrent_transparent_clients_are_all_decoded(live):
+    lab = live
+    urls = ["https://good.test/t-par-%d" % i for i in range(20)]
+    args = curl_resolve("good.test") + ["--cacert", lab.agent.ca_path, "-Z", "--parallel-max", "20",
+                                        "-w", "%{http_code}\n"]
+    for u in urls:
+        args += ["-o", "/dev/null", u]
+    r = lab.curl(args, timeout=40)
+    codes = [x for x in r.stdout.split() if x.isdigit()]
+    assert r.returncode == 0 and codes.count("200") == 20, (r.returncode, r.stdout, r.stderr, lab.stderr()[-1500:])
+    recs = wait_log(lab, lambda x: "/t-par-" in str(x.get("url")), count=20)
+    assert len(recs) == 20 and all(x["mode"] == "decode" and x.get("app") == "curl" for x in recs), recs
+
+
 # --- disable removes everything ----------------------------------------------
 
 def test_disable_restores_the_ruleset_and_traffic_goes_direct(lab):
