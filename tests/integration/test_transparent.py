@@ -10,6 +10,7 @@ sends them to the agent. See netns/transparent.py for the sites and policy:
   decode.exclude_hosts: [excluded.test, gsa.apple.com]
   disabled_apps: [disabledcurl]      (a renamed copy of curl)
 """
+import json
 import os
 import signal
 import sys
@@ -381,6 +382,37 @@ def test_twenty_concurrent_transparent_clients_are_all_decoded(live):
     assert r.returncode == 0 and codes.count("200") == 20, (r.returncode, r.stdout, r.stderr, lab.stderr()[-1500:])
     recs = wait_log(lab, lambda x: "/t-par-" in str(x.get("url")), count=20)
     assert len(recs) == 20 and all(x["mode"] == "decode" and x.get("app") == "curl" for x in recs), recs
+
+
+def test_sighup_policy_reload_applies_to_new_transparent_connections(live):
+    lab = live
+    with open(lab.policy_path) as f:
+        original = f.read()
+    pol = json.loads(original)
+    pol["block"] = pol["block"] + ["good.test"]
+    try:
+        with open(lab.policy_path, "w") as f:
+            json.dump(pol, f)
+        lab.agent.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while True:
+            r = lab.https("good.test", path="/t-hup", cafile=lab.agent.ca_path)
+            if r.get("status") == 403 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r["ok"] and r["status"] == 403 and lab.markers["good.test"] not in r["body"], (r, lab.stderr()[-1000:])
+    finally:
+        with open(lab.policy_path, "w") as f:
+            f.write(original)
+        lab.agent.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:
+        r = lab.https("good.test", path="/t-hup-back", cafile=lab.agent.ca_path)
+        if r.get("status") == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r["status"] == 200, r
+    lab.wait_live()   # the heartbeat goes on across reloads
 
 
 # --- disable removes everything ----------------------------------------------
