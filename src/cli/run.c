@@ -37,6 +37,8 @@ static void usage(FILE *f)
             "  --connect-timeout MS, --response-timeout MS, --transfer-timeout MS,\n"
             "  --tunnel-idle-timeout MS, --shutdown-grace MS\n"
             "                         limits in milliseconds (defaults in docs/OPERATIONS.md)\n"
+            "  --sync-interval SECS   enrolled agents (`shoji enroll`): poll the server's policy and\n"
+            "                         tasks this often, +-10%% jitter (default 60; docs/SYNC.md)\n"
             "  --verbose              debug messages on stderr\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the policy and hosts files\n"
@@ -128,6 +130,11 @@ int cli_run(int argc, char **argv)
             if (r < 0 || parse_uint("--workers", v, 256, &n) < 0)
                 return 2;
             cfg.workers = (int)n;
+            continue;
+        }
+        if ((r = cli_opt(argc, argv, &i, "--sync-interval", &v)) != 0) {
+            if (r < 0 || parse_uint("--sync-interval", v, 86400, &cfg.sync_interval_s) < 0)
+                return 2;
             continue;
         }
         if ((r = timeout_opt(argc, argv, &i, &cfg)) != 0) {

@@ -22,6 +22,8 @@ struct access_log {
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t written;
     pthread_mutex_t reopen_lock;
+    access_sink_fn *sink;      /* set before the workers start, never changed */
+    void *sink_ctx;
 };
 
 int access_log_open(const char *path, enum access_format fmt, struct access_log **out,
@@ -30,10 +32,12 @@ int access_log_open(const char *path, enum access_format fmt, struct access_log 
     struct access_log *l = calloc(1, sizeof *l);
     if (!l)
         return util_err(err, errlen, -ENOMEM, "out of memory");
-    util_strlcpy(l->path, path, sizeof l->path);
+    util_strlcpy(l->path, path ? path : "", sizeof l->path);
     l->fmt = fmt;
     pthread_mutex_init(&l->reopen_lock, NULL);
-    if (strcmp(path, "-") == 0) {
+    if (!path) {
+        atomic_store(&l->fd, -1);   /* no file: lines go to the sink only */
+    } else if (strcmp(path, "-") == 0) {
         atomic_store(&l->fd, STDOUT_FILENO);
     } else {
         int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -59,9 +63,15 @@ void access_log_close(struct access_log *l)
     free(l);
 }
 
+void access_log_set_sink(struct access_log *l, access_sink_fn *sink, void *ctx)
+{
+    l->sink = sink;
+    l->sink_ctx = ctx;
+}
+
 int access_log_reopen(struct access_log *l, char *err, size_t errlen)
 {
-    if (strcmp(l->path, "-") == 0)
+    if (l->path[0] == '\0' || strcmp(l->path, "-") == 0)
         return 0;
     int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0)
@@ -251,6 +261,14 @@ void access_log_write(struct access_log *l, const struct access_record *r)
         atomic_fetch_add(&l->dropped, 1);
         return;
     }
+    if (l->sink) {
+        char js[8192];
+        size_t jn = l->fmt == ACCESS_JSON ? n : access_log_format(ACCESS_JSON, r, js, sizeof js);
+        if (jn)
+            l->sink(l->sink_ctx, r, l->fmt == ACCESS_JSON ? line : js, jn);
+    }
+    if (atomic_load(&l->fd) < 0)
+        return;
     line[n++] = '\n';
     ssize_t w = write(atomic_load(&l->fd), line, n);
     if (w != (ssize_t)n)

@@ -43,13 +43,18 @@ struct access_record {
 
 struct access_log;
 
-/* `path` "-" is stdout. */
+/* `path` "-" is stdout; NULL: no file (lines go to the sink only). */
 int access_log_open(const char *path, enum access_format fmt, struct access_log **out,
                     char *err, size_t errlen);
 void access_log_close(struct access_log *l);
 /* Reopens the file (log rotation on SIGHUP). */
 int access_log_reopen(struct access_log *l, char *err, size_t errlen);
 void access_log_write(struct access_log *l, const struct access_record *r);
+/* A sink receives every record with its JSON line (no newline), whatever the
+ * file's format, on the writing (worker) thread: it must return at once
+ * (mgmt_log_line queues the line). Set before the workers start. */
+typedef void access_sink_fn(void *ctx, const struct access_record *r, const char *json, size_t len);
+void access_log_set_sink(struct access_log *l, access_sink_fn *sink, void *ctx);
 /* Lines that could not be written (full disk, I/O error). */
 uint64_t access_log_dropped(const struct access_log *l);
 uint64_t access_log_written(const struct access_log *l);

@@ -204,6 +204,8 @@ struct proxy_shared {
     struct platform_cidr allow[32];   /* --allow-clients; empty: loopback only */
     size_t nallow;
     pthread_mutex_t learned_save_lock;
+    struct mgmt *mgmt;         /* enrolled: the management-server sync thread */
+    char managed_policy[4096]; /* enrolled without --policy: STATE/policy.managed.json */
 };
 
 struct worker {

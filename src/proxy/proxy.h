@@ -42,6 +42,7 @@ struct proxy_config {
     int workers;                 /* 0: number of cores */
     const char *user;            /* drop to this user after binding, or NULL */
     const char *allow_clients;   /* "CIDR,CIDR": who may use a non-loopback listener */
+    unsigned sync_interval_s;    /* enrolled: policy poll interval (0: 60 s), docs/SYNC.md */
     struct proxy_limits limits;
 };
 

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include "mgmt/mgmt.h"
 #include "proxy/admin.h"
 #include "proxy/internal.h"
 #include "tls/upstream.h"
@@ -151,13 +152,25 @@ void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
 
 static void warn_line(const char *msg) { log_warn("%s", msg); }
 
-static int load_policy(const struct proxy_config *cfg, struct policy **out, char *err, size_t errlen)
+/* --policy FILE, else (enrolled) the server's policy once it was fetched,
+ * else the built-in one. */
+static const char *active_policy_path(const struct proxy_shared *sh)
 {
-    if (!cfg->policy_path) {
+    if (sh->cfg->policy_path)
+        return sh->cfg->policy_path;
+    if (sh->managed_policy[0] && access(sh->managed_policy, F_OK) == 0)
+        return sh->managed_policy;
+    return NULL;
+}
+
+static int load_policy(const struct proxy_shared *sh, struct policy **out, char *err, size_t errlen)
+{
+    const char *path = active_policy_path(sh);
+    if (!path) {
         *out = policy_default();
         return *out ? 0 : util_err(err, errlen, -ENOMEM, "out of memory");
     }
-    return policy_load_file(cfg->policy_path, out, err, errlen);
+    return policy_load_file(path, out, err, errlen);
 }
 
 static int load_hosts(const struct proxy_config *cfg, struct hosts **out, char *err, size_t errlen)
@@ -177,12 +190,12 @@ static int load_hosts(const struct proxy_config *cfg, struct hosts **out, char *
     return 0;
 }
 
-static void reload(struct proxy_shared *sh)
+/* Also called on the mgmt thread after it wrote a new managed policy. */
+static void reload_policy(struct proxy_shared *sh)
 {
     char err[UTIL_ERRLEN];
     struct policy *p = NULL;
-    struct hosts *h = NULL;
-    if (load_policy(sh->cfg, &p, err, sizeof err) < 0) {
+    if (load_policy(sh, &p, err, sizeof err) < 0) {
         log_error("reload: the policy was NOT changed: %s", err);
     } else {
         pthread_mutex_lock(&sh->lock);
@@ -190,8 +203,18 @@ static void reload(struct proxy_shared *sh)
         sh->policy = p;
         pthread_mutex_unlock(&sh->lock);
         policy_unref(old);   /* connections holding it keep it alive */
-        log_info("reload: policy %s loaded", sh->cfg->policy_path ? sh->cfg->policy_path : "(built-in)");
+        log_info("reload: policy %s loaded", active_policy_path(sh) ? active_policy_path(sh) : "(built-in)");
     }
+}
+
+static void mgmt_reload(void *ctx) { reload_policy(ctx); }
+static void mgmt_metrics(void *ctx, struct buf *out) { metrics_render(ctx, out); }
+
+static void reload(struct proxy_shared *sh)
+{
+    char err[UTIL_ERRLEN];
+    struct hosts *h = NULL;
+    reload_policy(sh);
     if (sh->cfg->hosts_path) {
         if (load_hosts(sh->cfg, &h, err, sizeof err) < 0) {
             log_error("reload: the hosts file was NOT changed: %s", err);
@@ -463,7 +486,9 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return -EINVAL;
     if (!(sh->srv_ctx = tls_server_ctx_new(sh->ca.cert, err, errlen)))
         return -EINVAL;
-    if ((rc = load_policy(cfg, &sh->policy, err, errlen)) < 0)
+    if (!cfg->policy_path && mgmt_enrolled(cfg->state_dir))
+        mgmt_policy_path(cfg->state_dir, sh->managed_policy, sizeof sh->managed_policy);
+    if ((rc = load_policy(sh, &sh->policy, err, errlen)) < 0)
         return rc;
     if ((rc = load_hosts(cfg, &sh->hosts, err, errlen)) < 0)
         return rc;
@@ -471,7 +496,7 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if (!(sh->events = events_new()))
         return util_err(err, errlen, -ENOMEM, "out of memory");
-    if (cfg->access_log) {
+    if (cfg->access_log || mgmt_enrolled(cfg->state_dir)) {   /* enrolled: lines are uploaded */
         enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
         if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
             return rc;
@@ -524,7 +549,8 @@ static void remove_pidfile(const char *state_dir)
  * learned exclusions) to `user`; the CA key stays root's. */
 static int chown_state(const char *dir, int uid, int gid, char *err, size_t errlen)
 {
-    static const char *const owned[] = { "", "/certs", "/learned.json", "/leaf.key" };
+    static const char *const owned[] = { "", "/certs", "/learned.json", "/leaf.key", "/spool", "/spool/logs",
+                                         "/spool/conflicts", "/policy.managed.json", "/policy.managed.etag" };
     char path[4096];
     for (size_t i = 0; i < UTIL_ARRAY_LEN(owned); i++) {
         snprintf(path, sizeof path, "%s%s", dir, owned[i]);
@@ -621,6 +647,16 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->learned_save_lock, NULL);
     rc = setup_shared(sh, cfg, err, errlen);
+    if (rc == 0 && mgmt_enrolled(cfg->state_dir)) {
+        struct mgmt_config mc = { .state_dir = cfg->state_dir, .interval_s = cfg->sync_interval_s,
+                                  .jitter_pct = MGMT_JITTER_PCT_DEFAULT, .reload = mgmt_reload,
+                                  .metrics = mgmt_metrics, .ctx = sh };
+        char merr[UTIL_ERRLEN];
+        if (mgmt_start(&mc, &sh->mgmt, merr, sizeof merr) < 0)
+            log_error("management server sync NOT started: %s", merr);
+        else if (sh->alog)
+            access_log_set_sink(sh->alog, mgmt_log_line, sh->mgmt);
+    }
     struct main_ctx m = { .sh = sh };
     m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.n < 1)
@@ -656,7 +692,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         if (cfg->transparent)
             log_info("transparent listener on %s", cfg->transparent);
         log_info("listening on %s with %d workers (state %s, policy %s)", cfg->listen, m.n,
-                 cfg->state_dir, cfg->policy_path ? cfg->policy_path : "built-in: allow all, decode");
+                 cfg->state_dir, active_policy_path(sh) ? active_policy_path(sh) : "built-in: allow all, decode");
         uv_run(&loop, UV_RUN_DEFAULT);
         for (int i = 0; i < m.n; i++)
             uv_thread_join(&m.workers[i].thread);
@@ -667,6 +703,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&loop);
+    mgmt_stop(sh->mgmt);   /* workers are gone: queued lines go to the spool */
     admin_free(m.admin);
     free(m.workers);
     teardown_shared(sh);
