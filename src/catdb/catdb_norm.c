@@ -25,24 +25,6 @@ static unsigned char lower(unsigned char c)
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
-/* Dotted-quad IPv4 literal: four runs of 1-3 digits. */
-static int is_ipv4(const char *s, size_t n)
-{
-    int parts = 0, digits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] >= '0' && s[i] <= '9') {
-            if (++digits > 3)
-                return 0;
-        } else if (s[i] == '.' && digits) {
-            parts++;
-            digits = 0;
-        } else {
-            return 0;
-        }
-    }
-    return digits && parts == 3;
-}
-
 /* Copies an IPv6 literal (without brackets), lower-cased and checked. */
 static int copy_v6(const char *p, size_t n, char *out, size_t cap)
 {
@@ -64,27 +46,42 @@ static int copy_v6(const char *p, size_t n, char *out, size_t cap)
 }
 
 /* Lower-cases and checks an ASCII name: allowed characters, no empty label,
- * at most 253 bytes. */
-static int copy_ascii_name(const char *p, size_t n, char *out, size_t cap)
+ * at most 253 bytes; one pass that also tells a dotted-quad IPv4 literal.
+ * Returns -EILSEQ at the first non-ASCII byte (the caller converts IDN). */
+static int copy_ascii_name(const char *p, size_t n, char *out, size_t cap, int *ipv4)
 {
+    int v4 = 1, dots = 0, digits = 0;
     if (n == 0 || n > 253 || n + 1 > cap)
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = lower((unsigned char)p[i]);
+        if (c >= 0x80)
+            return -EILSEQ;
         if (!is_host_char(c))
             return -EINVAL;
-        if (c == '.' && (i == 0 || out[i - 1] == '.'))
-            return -EINVAL;
+        if (c == '.') {
+            if (i == 0 || out[i - 1] == '.')
+                return -EINVAL;
+            v4 &= digits > 0;
+            dots++;
+            digits = 0;
+        } else if (c >= '0' && c <= '9') {
+            v4 &= ++digits <= 3;
+        } else {
+            v4 = 0;
+        }
         out[i] = (char)c;
     }
     out[n] = '\0';
+    if (ipv4)
+        *ipv4 = v4 && digits > 0 && dots == 3;
     return (int)n;
 }
 
 /* Non-ASCII name: UTS#46 mapping + punycode by libidn2. This is the only
  * path of a lookup that allocates (libidn2 has no caller-buffer API); hosts
  * taken off the wire (SNI, Host) are ASCII by protocol and never come here. */
-static int copy_idn(const char *p, size_t n, char *out, size_t cap)
+static int copy_idn(const char *p, size_t n, char *out, size_t cap, int *ipv4)
 {
     char in[NORM_IN_MAX + 1];
     char *ascii = NULL;
@@ -99,9 +96,9 @@ static int copy_idn(const char *p, size_t n, char *out, size_t cap)
         if (rc != IDN2_OK)
             return -EINVAL;
     }
-    int len = copy_ascii_name(ascii, strlen(ascii), out, cap);
+    int len = copy_ascii_name(ascii, strlen(ascii), out, cap, ipv4);
     idn2_free(ascii);
-    return len;
+    return len == -EILSEQ ? -EINVAL : len;
 }
 
 int catdb_normalize_host(const char *host, char *out, size_t cap, int *is_ip)
@@ -138,16 +135,13 @@ int catdb_normalize_host(const char *host, char *out, size_t cap, int *is_ip)
         p++;
         n--;
     }
-    int ascii = 1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] >= 0x80)
-            ascii = 0;
-    int len = ascii ? copy_ascii_name(p, n, out, cap) : copy_idn(p, n, out, cap);
+    int len = copy_ascii_name(p, n, out, cap, &ip);
+    if (len == -EILSEQ)
+        len = copy_idn(p, n, out, cap, &ip);
     if (len < 0) {
         out[0] = '\0';
         return len;
     }
-    ip = is_ipv4(out, (size_t)len);
     if (is_ip)
         *is_ip = ip;
     return len;
