@@ -91,7 +91,8 @@ struct conn {
 struct procsnap {
     int n;
     pid_t pid[MAX_PROCS];
-    unsigned long long ticks[MAX_PROCS];
+    unsigned long long ticks[MAX_PROCS];  /* utime + stime */
+    unsigned long long sticks[MAX_PROCS]; /* stime (in the kernel) */
     long rss_kib;
 };
 
@@ -121,6 +122,7 @@ struct run {
     long established; /* hold mode: connections that completed a request */
     long unfinished;  /* hold mode: handshakes still going when -t ran out */
     double self_cpu0; /* this process's CPU seconds at the start of measuring */
+    long opened;      /* TCP connections opened while measuring */
     long idle;        /* connections in S_IDLE */
 };
 
@@ -135,7 +137,8 @@ static uint64_t now_us(void)
 
 /* ---- /proc sampling of the proxy under test ---- */
 
-static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *ticks)
+static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *ticks,
+                     unsigned long long *sticks)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -158,6 +161,7 @@ static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *ticks)
         return -1;
     *ppid = pp;
     *ticks = ut + stt;
+    *sticks = stt;
     return 0;
 }
 
@@ -187,8 +191,8 @@ static bool in_set(const pid_t *set, int n, pid_t p)
 /* The watched pids and all their descendants, with CPU ticks and RSS sum. */
 static void snap_take(const struct opts *o, struct procsnap *s)
 {
-    pid_t all[4096], par[4096];
-    unsigned long long tk[4096];
+    static pid_t all[4096], par[4096];
+    static unsigned long long tk[4096], stk[4096];
     int na = 0;
     DIR *d = opendir("/proc");
     struct dirent *de;
@@ -196,7 +200,7 @@ static void snap_take(const struct opts *o, struct procsnap *s)
         if (!isdigit((unsigned char)de->d_name[0]))
             continue;
         pid_t p = (pid_t)atoi(de->d_name);
-        if (proc_stat(p, &par[na], &tk[na]) == 0)
+        if (proc_stat(p, &par[na], &tk[na], &stk[na]) == 0)
             all[na++] = p;
     }
     if (d)
@@ -214,24 +218,27 @@ static void snap_take(const struct opts *o, struct procsnap *s)
     }
     s->rss_kib = 0;
     for (int i = 0; i < s->n; i++) {
-        s->ticks[i] = 0;
+        s->ticks[i] = s->sticks[i] = 0;
         for (int j = 0; j < na; j++)
-            if (all[j] == s->pid[i])
+            if (all[j] == s->pid[i]) {
                 s->ticks[i] = tk[j];
+                s->sticks[i] = stk[j];
+            }
         s->rss_kib += proc_rss_kib(s->pid[i]);
     }
 }
 
-static double snap_cpu_s(const struct procsnap *a, const struct procsnap *b)
+/* CPU seconds used between the snapshots (kernel part only if `sys`). */
+static double snap_cpu_s(const struct procsnap *a, const struct procsnap *b, bool sys)
 {
     unsigned long long sum = 0;
     for (int i = 0; i < b->n; i++) {
-        unsigned long long before = 0;
+        unsigned long long before = 0, now = sys ? b->sticks[i] : b->ticks[i];
         for (int j = 0; j < a->n; j++)
             if (a->pid[j] == b->pid[i])
-                before = a->ticks[j];
-        if (b->ticks[i] > before)
-            sum += b->ticks[i] - before;
+                before = sys ? a->sticks[j] : a->ticks[j];
+        if (now > before)
+            sum += now - before;
     }
     return (double)sum / (double)sysconf(_SC_CLK_TCK);
 }
@@ -332,6 +339,7 @@ static int conn_open(struct run *r, struct conn *c)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->in_use = true;
     r->active++;
+    r->opened++;
     c->t_start_us = c->t_progress_us = now_us();
     c->st = S_CONNECTING;
     if (connect(c->fd, (struct sockaddr *)&r->addr, r->addrlen) < 0 && errno != EINPROGRESS) {
@@ -781,10 +789,11 @@ static double self_cpu_s(void)
 static void reset_stats(struct run *r)
 {
     r->self_cpu0 = self_cpu_s();
-    r->done = r->bytes_body = r->errors_total = r->nlat = 0;
+    r->done = r->bytes_body = r->errors_total = r->nlat = r->opened = 0;
     r->issued = 0;
     memset(r->errs, 0, sizeof r->errs);
     r->t0_us = r->last_done_us = now_us();
+    r->deadline_us = r->t0_us + (uint64_t)(r->o.t * 1e6);
     snap_take(&r->o, &r->snap0);
     r->rss_max_kib = r->snap0.rss_kib;
     r->warm = true;
@@ -815,16 +824,26 @@ static bool finished(struct run *r, uint64_t grace_end)
     return r->active == 0;
 }
 
+/* Warm-up lasts --warmup seconds and, for keep-alive modes, until every
+ * connection has finished a request (slow handshakes stay out of the
+ * figures); at most 30 s more. */
+static bool warmed_up(const struct run *r, uint64_t warm_end)
+{
+    uint64_t t = now_us();
+    if (t < warm_end)
+        return false;
+    return r->o.mode == M_NEW || r->done >= r->o.conns || t >= warm_end + 30000000;
+}
+
 static void run_load(struct run *r)
 {
     uint64_t start = now_us(), warm_end = start + (uint64_t)(r->o.warmup * 1e6);
-    r->deadline_us = warm_end + (uint64_t)(r->o.t * 1e6);
-    uint64_t grace_end = r->deadline_us + 5000000;
+    r->deadline_us = UINT64_MAX - 10000000;
     r->warm = r->o.warmup <= 0;
     if (r->warm)
         reset_stats(r);
-    while (!finished(r, grace_end)) {
-        if (!r->warm && now_us() >= warm_end)
+    while (!finished(r, r->deadline_us + 5000000)) {
+        if (!r->warm && warmed_up(r, warm_end))
             reset_stats(r);
         top_up(r);
         if (r->o.mode == M_RATE)
@@ -972,7 +991,7 @@ static int make_ctx(struct run *r)
     return 0;
 }
 
-static void print_common(struct run *r, double secs, double cpu_s)
+static void print_common(struct run *r, double secs, double cpu_s, double sys_s)
 {
     const struct opts *o = &r->o;
     qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_u32);
@@ -983,7 +1002,8 @@ static void print_common(struct run *r, double secs, double cpu_s)
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"via\":\"%s\",\"plain\":%s,\"path\":\"%s\","
            "\"conns\":%d,", o->label, mode_names[o->mode], o->proxy[0] ? o->proxy : "direct",
            o->plain ? "true" : "false", o->path, o->conns);
-    printf("\"requests\":%ld,\"errors\":%ld,\"errors_by\":{", r->done, r->errors_total);
+    printf("\"requests\":%ld,\"connections\":%ld,\"errors\":%ld,\"errors_by\":{", r->done,
+           r->opened, r->errors_total);
     for (int k = 0; k < E_COUNT; k++)
         printf("%s\"%s\":%ld", k ? "," : "", err_names[k], r->errs[k]);
     printf("},\"seconds\":%.3f,\"rps\":%.1f,\"mb_per_s\":%.2f,", secs,
@@ -996,6 +1016,8 @@ static void print_common(struct run *r, double secs, double cpu_s)
            "\"proxy_rss_start_kib\":%ld,\"proxy_rss_max_kib\":%ld",
            r->snap0.n, cpu_s, r->done ? cpu_s * 1e6 / (double)r->done : 0,
            r->snap0.rss_kib, r->rss_max_kib);
+    printf(",\"proxy_sys_s\":%.3f,\"proxy_sys_share\":%.2f", sys_s,
+           cpu_s > 0 ? sys_s / cpu_s : 0);
     double self = self_cpu_s() - r->self_cpu0;
     printf(",\"client_cpu_s\":%.3f,\"client_cpu_us_per_req\":%.1f", self,
            r->done ? self * 1e6 / (double)r->done : 0);
@@ -1107,7 +1129,7 @@ int main(int argc, char **argv)
         long rss_held = 0, still = 0;
         double t_open = 0;
         run_hold(r, &rss_held, &still, &t_open);
-        print_common(r, t_open, 0);
+        print_common(r, t_open, 0, 0);
         long grow = rss_held - r->snap0.rss_kib;
         printf(",\"hold\":%d,\"unfinished\":%ld,\"established\":%ld,\"still_open\":%ld,\"rss_held_kib\":%ld,"
                "\"kib_per_conn\":%.2f}\n", r->o.hold, r->unfinished, r->established, still, rss_held,
@@ -1118,7 +1140,7 @@ int main(int argc, char **argv)
     struct procsnap s1;
     snap_take(&r->o, &s1);
     double secs = (double)(r->last_done_us - r->t0_us) / 1e6;
-    print_common(r, secs, snap_cpu_s(&r->snap0, &s1));
+    print_common(r, secs, snap_cpu_s(&r->snap0, &s1, false), snap_cpu_s(&r->snap0, &s1, true));
     printf("}\n");
     return r->errors_total ? 3 : 0;
 }

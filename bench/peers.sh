@@ -24,12 +24,19 @@ make_certs() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
     -subj "/CN=shoji bench origin CA" -keyout "$d/ca.key" -out "$d/ca.crt" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -subj "/CN=$ORIGIN" -keyout "$d/origin.key" -out "$d/origin.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:%s,DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-    "$ORIGIN" "$EXCLUDED" > "$d/origin.ext"
-  openssl x509 -req -in "$d/origin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
-    -days 30 -extfile "$d/origin.ext" -out "$d/origin.crt" 2>/dev/null
+  # one certificate per name: a certificate naming the excluded host would
+  # make shoji tunnel the decode test too (exclusions also match certificate names)
+  local name
+  for name in origin excluded; do
+    local host=$ORIGIN
+    [ $name = origin ] || host=$EXCLUDED
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=$host" -keyout "$d/$name.key" -out "$d/$name.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+      "$host" > "$d/$name.ext"
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null
+  done
   # privoxy signs with mbedTLS: an RSA CA it can read (key and cert in PEM)
   mkdir -p "$W/privoxy/ca" "$W/privoxy/certs"
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=privoxy bench CA" \
@@ -69,8 +76,15 @@ http {
   scgi_temp_path $W/nginx/tmp/scgi;
   types { } default_type application/octet-stream;
   server {
-    listen 127.0.0.1:443 ssl reuseport; server_name $ORIGIN $EXCLUDED;
+    listen 127.0.0.1:443 ssl reuseport; server_name $ORIGIN;
     ssl_certificate $W/pki/origin.crt; ssl_certificate_key $W/pki/origin.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:bench:10m;
+    root $W/www;
+  }
+  server {
+    listen 127.0.0.1:443 ssl; server_name $EXCLUDED;
+    ssl_certificate $W/pki/excluded.crt; ssl_certificate_key $W/pki/excluded.key;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:bench:10m;
     root $W/www;
@@ -147,6 +161,7 @@ pid_filename $d/run/squid.pid
 coredump_dir $d/cache
 max_filedescriptors 65536
 shutdown_lifetime 1 seconds
+visible_hostname shoji-bench
 cache_effective_user proxy
 client_persistent_connections on
 server_persistent_connections on
@@ -159,7 +174,7 @@ EOF
 start_mitmproxy() {
   mkdir -p "$W/mitm"
   mitmdump -q --listen-host 127.0.0.1 --listen-port $P_MITM --set confdir="$W/mitm" \
-    --set ssl_verify_upstream_trusted_ca="$W/pki/ca.crt" \
+    --set ssl_verify_upstream_trusted_ca="$W/pki/ca.crt" --set stream_large_bodies=1m \
     >"$W/mitm/stdout.log" 2>&1 &
   local pid=$!
   wait_port $P_MITM 30 || return 1

@@ -5,6 +5,10 @@
 #   BENCH_QUICK=1   one repeat, short runs (~2-3 minutes)
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
+#   BENCH_PROFILE=1 instead: shoji under callgrind (decode keep-alive, new
+#                   decoded connections, new tunnels): bench/results/profile-*.txt
+#   BENCH_PROFILE=perf  the same cases sampled with perf (kernel included):
+#                   bench/results/perf-*.txt
 # Output: bench/results/latest.md (printed) and bench/results/latest.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,12 +65,19 @@ fi
 # shellcheck source=bench/peers.sh
 . "$ROOT/bench/peers.sh"
 
+if [ "${BENCH_PROFILE:-0}" != 0 ]; then
+  # shellcheck source=bench/profile.sh
+  . "$ROOT/bench/profile.sh"
+  if [ "$BENCH_PROFILE" = perf ]; then perf_all; else profile_all; fi
+  exit 0
+fi
+
 if [ "$QUICK" = 1 ]; then
   REPEATS=1 T=2 WARM=0.5 HOLD=2000 HOLD_T=20 PEER_HOLD_T=10
 else
   REPEATS=3 T=4 WARM=0.5 HOLD=10000 HOLD_T=60 PEER_HOLD_T=30
 fi
-RATE=500
+RATE=200
 LOADAVG=$(cut -d" " -f1-3 /proc/loadavg)
 RES=$W/results.jsonl
 : > "$RES"
@@ -83,38 +94,40 @@ PID[mitmproxy]=$(start_mitmproxy)
 PID[privoxy]=$(start_privoxy)
 PID[tinyproxy]=$(start_tinyproxy)
 sleep 1
-CAS=$W/clients-ca.pem
-cat "$W/pki/ca.crt" "$W/shoji/state/ca.crt" "$W/squid/ca.crt" \
-  "$W/mitm/mitmproxy-ca-cert.pem" "$W/privoxy/ca/cacert.crt" > "$CAS"
+# The client trusts exactly the CA that must sign what it sees: the proxy's
+# for decoded configurations, the origin's for direct and tunnels. A proxy
+# that tunnels when it should decode (or the reverse) fails every request.
+declare -A CA=([origin]=$W/pki/ca.crt [shoji]=$W/shoji/state/ca.crt [squid]=$W/squid/ca.crt
+  [mitmproxy]=$W/mitm/mitmproxy-ca-cert.pem [privoxy]=$W/privoxy/ca/cacert.crt)
 for p in nginx shoji squid mitmproxy privoxy tinyproxy; do
   printf '{"label":"%s/idle/1","rss_idle_kib":%s,"pid":%s}\n' \
     "$p" "$(rss_tree "${PID[$p]}")" "${PID[$p]}" >> "$RES"
 done
 
-# config -> "proxy target plain watched-server"
+# config -> "proxy target plain watched-server expected-CA"
 declare -A CFG=(
-  [direct]="- $ORIGIN:443 0 -"
-  [direct-http]="- $ORIGIN:80 1 -"
-  [shoji-decode]="127.0.0.1:$P_SHOJI $ORIGIN:443 0 shoji"
-  [shoji-tunnel]="127.0.0.1:$P_SHOJI $EXCLUDED:443 0 shoji"
-  [shoji-http]="127.0.0.1:$P_SHOJI $ORIGIN:80 1 shoji"
-  [squid]="127.0.0.1:$P_SQUID $ORIGIN:443 0 squid"
-  [mitmproxy]="127.0.0.1:$P_MITM $ORIGIN:443 0 mitmproxy"
-  [privoxy]="127.0.0.1:$P_PRIVOXY $ORIGIN:443 0 privoxy"
-  [tinyproxy]="127.0.0.1:$P_TINY $ORIGIN:443 0 tinyproxy"
+  [direct]="- $ORIGIN:443 0 - origin"
+  [direct-http]="- $ORIGIN:80 1 - origin"
+  [shoji-decode]="127.0.0.1:$P_SHOJI $ORIGIN:443 0 shoji shoji"
+  [shoji-tunnel]="127.0.0.1:$P_SHOJI $EXCLUDED:443 0 shoji origin"
+  [shoji-http]="127.0.0.1:$P_SHOJI $ORIGIN:80 1 shoji origin"
+  [squid]="127.0.0.1:$P_SQUID $ORIGIN:443 0 squid squid"
+  [mitmproxy]="127.0.0.1:$P_MITM $ORIGIN:443 0 mitmproxy mitmproxy"
+  [privoxy]="127.0.0.1:$P_PRIVOXY $ORIGIN:443 0 privoxy privoxy"
+  [tinyproxy]="127.0.0.1:$P_TINY $ORIGIN:443 0 tinyproxy origin"
 )
 ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
 
 # lg CONFIG TEST REPEAT loadgen-args...: one loadgen run, its JSON into $RES
 lg() {
   local cfg=$1 test=$2 rep=$3; shift 3
-  local proxy target plain srv args=()
-  read -r proxy target plain srv <<< "${CFG[$cfg]}"
+  local proxy target plain srv ca args=()
+  read -r proxy target plain srv ca <<< "${CFG[$cfg]}"
   [ "$proxy" = - ] || args+=(--proxy "$proxy")
   [ "$plain" = 0 ] || args+=(--plain)
   [ "$srv" = - ] || args+=(--watch "${PID[$srv]}")
   local out
-  out=$("$BUILD/loadgen" --label "$cfg/$test/$rep" --target "$target" --cafile "$CAS" \
+  out=$("$BUILD/loadgen" --label "$cfg/$test/$rep" --target "$target" --cafile "${CA[$ca]}" \
         "${args[@]}" "$@" 2>>"$W/loadgen.err") || true
   if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "$cfg/$test/$rep: no result"; fi
   printf '  %-14s %-5s #%s %s\n' "$cfg" "$test" "$rep" \
@@ -158,7 +171,7 @@ for rep in $(seq 1 "$REPEATS"); do
     >"$st/stdout.log" 2>&1 &
   fpid=$!
   wait_port 3140
-  CFG[shoji-first]="127.0.0.1:3140 $ORIGIN:443 0 -"
+  CFG[shoji-first]="127.0.0.1:3140 $ORIGIN:443 0 - shoji"
   lg shoji-first first "$rep" --mode new -c 1 -n 1 -t 10
   lg shoji-first warm "$rep" --mode new -c 1 -n 50 -t 10
   lg direct first "$rep" --mode new -c 1 -n 50 -t 10
