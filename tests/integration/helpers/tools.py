@@ -18,8 +18,9 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
 
 
-def curl(proxy_port, url, *args, timeout=60, input=None):
-    cmd = ["curl", "-sS", "--max-time", str(timeout), "--proxy", "http://127.0.0.1:%d" % proxy_port,
+def curl(proxy_port, url, *args, timeout=60, input=None, exe="curl"):
+    """exe: another curl binary (e.g. a copy renamed after some product)."""
+    cmd = [exe, "-sS", "--max-time", str(timeout), "--proxy", "http://127.0.0.1:%d" % proxy_port,
            "--noproxy", ""] + list(args) + [url]
     p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10, env=clean_env(), input=input)
     p.stderr = p.stderr.decode("utf-8", "replace")
@@ -30,14 +31,14 @@ def curl(proxy_port, url, *args, timeout=60, input=None):
 _MARK = b"\n--shoji-write-out--\n"
 
 
-def curl_fetch(proxy_port, url, *args, cafile=None, timeout=60):
+def curl_fetch(proxy_port, url, *args, cafile=None, timeout=60, exe="curl"):
     """GET (or whatever args say) through the agent. Returns
     (http status, body bytes, [x509.Certificate...] the server presented, proc)."""
     extra = list(args)
     if cafile:
         extra += ["--cacert", cafile]
     extra += ["-w", _MARK.decode() + "%{http_code}\n%{certs}"]
-    p = curl(proxy_port, url, *extra, timeout=timeout)
+    p = curl(proxy_port, url, *extra, timeout=timeout, exe=exe)
     body, _, tail = p.stdout.rpartition(_MARK)
     status_line, _, certs_text = tail.partition(b"\n")
     pems = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", certs_text, re.S)
