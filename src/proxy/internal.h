@@ -214,6 +214,8 @@ struct worker {
     uv_tcp_t listener;
     uv_tcp_t tlistener;        /* transparent listener (when configured) */
     bool has_tlistener;
+    uv_tcp_t tlistener6;       /* its IPv6 loopback twin (nftables redirects v6 to ::1) */
+    bool has_tlistener6;
     uv_async_t wake;           /* stop / reload notifications */
     uv_timer_t pool_timer;
     uv_thread_t thread;

@@ -306,7 +306,8 @@ static void on_connection(uv_stream_t *listener, int status)
         log_warn("accept: %s", uv_strerror(status));
         return;
     }
-    conn_accept(w, listener, listener == (uv_stream_t *)&w->tlistener);
+    conn_accept(w, listener, listener == (uv_stream_t *)&w->tlistener ||
+                                 listener == (uv_stream_t *)&w->tlistener6);
 }
 
 static void on_pool_timer(uv_timer_t *t)
@@ -349,6 +350,8 @@ static void on_wake(uv_async_t *a)
         uv_close((uv_handle_t *)&w->listener, NULL);
         if (w->has_tlistener)
             uv_close((uv_handle_t *)&w->tlistener, NULL);
+        if (w->has_tlistener6)
+            uv_close((uv_handle_t *)&w->tlistener6, NULL);
     }
     up_pool_expire(w, true);
     close_all_conns(w, true);
@@ -393,7 +396,7 @@ static int listen_on(struct worker *w, uv_tcp_t *h, int fd, char *err, size_t er
 }
 
 static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd, int tfd,
-                       char *err, size_t errlen)
+                       int tfd6, char *err, size_t errlen)
 {
     w->index = index;
     w->sh = sh;
@@ -404,6 +407,11 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
         if (listen_on(w, &w->tlistener, tfd, err, errlen) < 0)
             return -EINVAL;
         w->has_tlistener = true;
+    }
+    if (tfd6 >= 0) {
+        if (listen_on(w, &w->tlistener6, tfd6, err, errlen) < 0)
+            return -EINVAL;
+        w->has_tlistener6 = true;
     }
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
@@ -607,10 +615,24 @@ static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
         int fd = open_listener(ss, err, errlen);
         if (fd < 0)
             return fd;
-        int tfd = -1;
+        int tfd = -1, tfd6 = -1;
         if (tss && (tfd = open_listener(tss, err, errlen)) < 0)
             return tfd;
-        if (worker_init(&m->workers[i], i, m->sh, fd, tfd, err, errlen) < 0)
+        if (tss && tss->ss_family == AF_INET && is_loopback(tss)) {
+            /* nftables redirects IPv6 to ::1: listen there on the same port
+             * too (quietly skipped where the machine has no IPv6). */
+            struct sockaddr_storage v6;
+            memset(&v6, 0, sizeof v6);
+            struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&v6;
+            a6->sin6_family = AF_INET6;
+            a6->sin6_addr = in6addr_loopback;
+            a6->sin6_port = ((const struct sockaddr_in *)tss)->sin_port;
+            char e6[UTIL_ERRLEN];
+            tfd6 = open_listener(&v6, e6, sizeof e6);
+            if (tfd6 < 0 && i == 0)
+                log_warn("transparent listener: no IPv6 twin: %s", e6);
+        }
+        if (worker_init(&m->workers[i], i, m->sh, fd, tfd, tfd6, err, errlen) < 0)
             return -EINVAL;
     }
     int rc = drop_privileges(m->sh->cfg, err, errlen);   /* sockets bound, no thread yet */
