@@ -456,10 +456,19 @@ def fail_lab(tmp_path_factory, pki, agent_ca):
 
 @pytest.fixture
 def fresh_lab(fail_lab):
+    """fail_lab with interception off and no agent; the policy and learned
+    exclusions are put back afterwards."""
     fail_lab.intercept("disable")
+    with open(fail_lab.policy_path) as f:
+        policy = f.read()
     yield fail_lab
     if fail_lab.agent and fail_lab.agent.running():
         fail_lab.agent.stop(check=True)
+    with open(fail_lab.policy_path, "w") as f:
+        f.write(policy)
+    learned = os.path.join(fail_lab.state_dir, "learned.json")
+    if os.path.exists(learned):
+        os.unlink(learned)
 
 
 def connect_443(lab, ip):
@@ -476,19 +485,20 @@ def test_fail_open_after_sigkill_traffic_flows_direct(fresh_lab):
     assert r["ok"] and r["issuer"].startswith(AGENT_CA_CN), r
     lab.kill_agent()
     t0 = time.monotonic()
-    direct = None
-    outcomes = []
-    while time.monotonic() - t0 < 8:
+    outcomes = []   # (started after the kill, connected, error, seconds the connect took)
+    while time.monotonic() - t0 < 10:
+        started = time.monotonic() - t0
         p = connect_443(lab, ADDR["good.test"])
-        outcomes.append((round(time.monotonic() - t0, 2), p["ok"], p["error"], p["elapsed"]))
+        outcomes.append((round(started, 2), p["ok"], p["error"], p["elapsed"]))
         assert p["elapsed"] < 1.0, "a connection hung after the agent died: %r" % outcomes
         assert p["ok"] or "ConnectionRefused" in str(p["error"]), outcomes
-        if p["ok"]:
-            direct = time.monotonic() - t0
+        # the heartbeat element (ttl 3 s, refreshed every second) has expired
+        # for every connection begun 3.3 s after the kill: those go direct
+        assert p["ok"] or started < 3.3, "still refused %.1f s after the kill: %r" % (started, outcomes)
+        if p["ok"] and started >= 3.3:
             break
         time.sleep(0.2)
-    assert direct is not None, "traffic never flowed direct after the agent was killed: %r" % outcomes
-    assert direct < 5, "fail-open took %.1f s (heartbeat ttl is 3 s): %r" % (direct, outcomes)
+    assert outcomes[-1][1], "traffic never flowed direct after the agent was killed: %r" % outcomes
     r = lab.https("good.test", path="/t-open-after")
     assert r["ok"] and r["issuer"] == TEST_ROOT_CN and lab.markers["good.test"] in r["body"], r
     # a restarted agent takes the traffic back ...
@@ -498,10 +508,8 @@ def test_fail_open_after_sigkill_traffic_flows_direct(fresh_lab):
     assert r["ok"] and r["issuer"].startswith(AGENT_CA_CN), (r, lab.stderr())
     # ... and a clean stop (SIGTERM) lets it flow direct at once, not after the ttl
     lab.agent.stop(check=True)
-    t0 = time.monotonic()
-    r = lab.https("good.test", path="/t-stopped")
-    assert r["ok"] and r["issuer"] == TEST_ROOT_CN, r
-    assert time.monotonic() - t0 < 1.5
+    r = lab.https("good.test", path="/t-stopped")   # the very first try, no waiting
+    assert r["ok"] and r["issuer"] == TEST_ROOT_CN and r["elapsed"] < 1.0, r
 
 
 def test_fail_closed_after_sigkill_connections_are_refused_at_once(fresh_lab):
@@ -525,3 +533,29 @@ def test_fail_closed_after_sigkill_connections_are_refused_at_once(fresh_lab):
     h = lab.http("good.test", path="/t-closed-80")
     assert not h["ok"] and "ConnectionRefused" in str(h["error"]), h
     assert len(from_client(lab.site_connections())) == seen, "an origin was reached while failing closed"
+
+
+def test_automatic_conflict_avoidance_works_on_transparent_connections(fresh_lab):
+    """A program that rejects the shoji CA (here: curl trusting only the
+    origin's CA) makes the agent learn {curl, good.test}; its next
+    connection is tunnelled and works, other programs are still decoded."""
+    lab = fresh_lab
+    with open(lab.policy_path) as f:
+        pol = json.load(f)
+    pol["auto_avoid"] = {"enabled": True}
+    with open(lab.policy_path, "w") as f:
+        json.dump(pol, f)
+    lab.enable(wait_live=False)
+    lab.start_agent()
+    lab.wait_live()
+    args = curl_resolve("good.test") + ["--cacert", lab.pki.ca_cert_path, "https://good.test/t-avoid"]
+    first = lab.curl(args)
+    assert first.returncode == 60, (first.returncode, first.stderr)
+    ev = wait_log(lab, lambda x: x.get("event") == "conflict")
+    assert ev and ev[0].get("app") == "curl" and "good.test" in json.dumps(ev[0]), (ev, lab.stderr()[-1500:])
+    second = lab.curl(args)
+    assert second.returncode == 0 and lab.markers["good.test"] in second.stdout, (second.stderr, lab.stderr()[-1500:])
+    p = lab.https("good.test", path="/t-avoid-py", cafile=lab.agent.ca_path)
+    assert p["ok"] and p["issuer"].startswith(AGENT_CA_CN), p
+    out = lab.t.run("client", [lab.agent_bin(), "conflicts", "list", "--state-dir", lab.state_dir]).stdout
+    assert "good.test" in out and "curl" in out, out
