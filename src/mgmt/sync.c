@@ -253,7 +253,9 @@ int mgmt_poll_policy(struct mgmt *m)
         else
             rc = 1;
     } else if (r.status != 304 && r.status != 404) {
-        mgmt_http_error_text(&r, err, sizeof err);
+        char why[300];
+        mgmt_http_error_text(&r, why, sizeof why);
+        snprintf(err, sizeof err, "HTTP %d: %s", r.status, why);
         mgmt_note_error(m, "policy", err);
         rc = -EPROTO;
     } else {
