@@ -130,9 +130,12 @@ def wait_line(agent, pred, timeout=6.0):
     return recs[-1]
 
 
-def tunnel_line(agent, host, port):
+def tunnel_line(agent, host, port, **match):
+    """The CONNECT line for host:port (and the given key values): tunnel
+    lines are written when the tunnel closes, so wait for the right one."""
     target = "%s:%d" % (host, port)
-    return wait_line(agent, lambda r: r.get("method") == "CONNECT" and target in str(r.get("url")))
+    return wait_line(agent, lambda r: r.get("method") == "CONNECT" and target in str(r.get("url"))
+                     and all(r.get(k) == v for k, v in match.items()))
 
 
 def explain(env, url, *args):
@@ -189,6 +192,21 @@ def test_apple_and_icloud_patterns(agent, env, pki):
                      pki.ca_cert_path)
     # "*.apple.com" does not cover apple.com itself
     assert_decoded(agent, env, o["apple.com"], "apple.com", "/apple-bare")
+
+
+def test_exclusion_matches_the_sni_when_the_connect_host_differs(agent, env):
+    """CONNECT names a host that is not excluded; the ClientHello's SNI is."""
+    o = env.o["plain-app.test"]
+    r, cert = tls_fetch(agent.port, "plain-app.test", o.port, "/sni-match",
+                        server_hostname="osce.icrc.trendmicro.com")
+    assert r.status == 200 and o.marker in r.text, r
+    assert der(cert) == der(o.cert.cert), "decoded although the SNI is excluded"
+    rec = tunnel_line(agent, "plain-app.test", o.port, sni="osce.icrc.trendmicro.com")
+    assert rec["mode"] == "tunnel" and rec["sni"] == "osce.icrc.trendmicro.com", rec
+    assert rec["rule"] == 'decode.exclude_hosts[0] "*icrc.trendmicro.com" matched sni osce.icrc.trendmicro.com', rec
+    ex = explain(env, "https://plain-app.test:%d/sni-match" % o.port, "--sni", "osce.icrc.trendmicro.com")
+    assert ex["result"] == "tunnel" and ex["rule"] == rec["rule"], (ex, rec)
+    assert ex["phases"][0]["on"] == "sni", ex
 
 
 def test_excluded_loopback_ip_connected_by_ip(agent, env, pki):
@@ -269,7 +287,7 @@ def test_disabled_app_is_tunnelled_plain_curl_decoded(agent, env, pki, app):
     status, body, certs, p = app_fetch(env, app, "plain-app.test", path, pki.ca_cert_path)
     assert p.returncode == 0 and status == 200, (p.returncode, p.stderr)
     assert v.marker.encode() in body and der(certs[0]) == der(v.cert.cert)
-    rec = tunnel_line(agent, "plain-app.test", v.port)
+    rec = tunnel_line(agent, "plain-app.test", v.port, app=app)
     assert rec["app"] == app and rec["mode"] == "bypass", rec
     assert rec["app_path"].endswith("/" + app) and rec["pid"] > 0, rec
     assert ('"%s"' % app) in rec["rule"], rec
@@ -296,7 +314,7 @@ def test_narrow_app_hosts_form(agent, env, pki):
     status, body, certs, p = app_fetch(env, "skypeapp", "login.skype.test", "/skype-login",
                                        pki.ca_cert_path)
     assert p.returncode == 0 and status == 200 and der(certs[0]) == der(v.cert.cert), p.stderr
-    rec = tunnel_line(agent, "login.skype.test", v.port)
+    rec = tunnel_line(agent, "login.skype.test", v.port, app="skypeapp")
     assert rec["app"] == "skypeapp" and rec["mode"] == "tunnel", rec
     assert '"*.skype.test"' in rec["rule"], rec
     ex = explain(env, "https://login.skype.test:%d/skype-login" % v.port, "--app", "skypeapp")
