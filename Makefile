@@ -41,7 +41,8 @@ build-fuzz: $(FUZZ_BUILD)/Makefile
 
 run:
 	@scripts/deps.sh build
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS) --target shoji
 	@scripts/run-agent.sh $(BUILD)/shoji $(STATE) $(LISTEN)
 
 test:
