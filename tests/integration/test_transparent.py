@@ -194,9 +194,6 @@ def test_disabled_application_is_tunnelled_and_logged_with_its_name(live):
     assert r2.returncode == 0 and lab.markers["good.test"] in r2.stdout, r2.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug (reported to the lead): `shoji run --transparent` takes one "
-                   "address (127.0.0.1:PORT) while `shoji intercept` redirects IPv6 to [::1]:PORT, where "
-                   "nothing listens: every IPv6 connection to 80/443 is refused while the agent is live")
 def test_ipv6_client_is_intercepted_too(live):
     """`shoji intercept` redirects IPv6 to [::1]:PORT (docs/INTERCEPT.md): an
     IPv6 client must reach its site through the agent, not be refused."""
@@ -241,7 +238,7 @@ def test_non_tls_non_http_on_443_reaches_its_server_untouched(live):
     got = r["received"].encode("latin-1")
     assert got.startswith(banner), (r, lab.stderr())
     assert got.endswith(payload), "bytes changed on the way: %r" % got
-    assert r["elapsed"] < 2, r
+    assert r["elapsed"] < 4, r   # no peek timeout: the client spoke first
     recs = wait_log(lab, lambda x: ECHO_IP in str(x.get("url")) or ECHO_IP in str(x.get("dst")))
     assert recs and recs[0]["mode"] == "tunnel" and recs[0].get("app") == "python3", recs
 
