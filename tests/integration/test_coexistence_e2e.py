@@ -332,6 +332,8 @@ def test_narrow_app_hosts_form(agent, env, pki):
     status, body, certs, p = app_fetch(env, "skypeapp", "blocked.skype.test", "/skype-blocked",
                                        pki.ca_cert_path)
     assert v.marker.encode() not in body and status != 200, (status, p.stderr)
+    # not decoded for this app, so no page is possible: refused at CONNECT
+    assert "CONNECT tunnel failed, response 403" in p.stderr, p.stderr
     assert len(v.requests_for("/skype-blocked")) == before
     rec = wait_line(agent, lambda r: "blocked.skype.test" in str(r.get("url")) and r.get("app") == "skypeapp")
     assert rec["action"] == "block" and 'block[0] "blocked.skype.test"' in rec["rule"], rec
@@ -382,7 +384,7 @@ def conflict_event(agent, app, host, timeout=4):
                                  and host in json.dumps(r), timeout=timeout)
 
 
-def avoidance_scenario(ns, attempt, app, host):
+def avoidance_scenario(ns, attempt, app, host, other_app=None):
     """attempt(path) -> (ok, leaf cert or None, detail). First attempt fails,
     a conflict event names app, host and fix, the next one is tunnelled,
     still after a restart, and no longer once the ttl has passed."""
@@ -401,6 +403,8 @@ def avoidance_scenario(ns, attempt, app, host):
     rec = wait_line(a, lambda x: x.get("mode") == "tunnel" and host in str(x.get("url")))
     assert rec["app"] == app and rec["rule"].startswith(
         'learned exclusion "%s" -> "%s"' % (app, host)), rec
+    if other_app:   # scope app+host: another application to that host is still decoded
+        other_app(host)
     ex = json.loads(run_cli(["explain", "https://%s/" % host, "--policy", ns.policy, "--json",
                              "--app", app, "--learned", rec["rule"]]).stdout)
     assert ex["result"] == "tunnel" and "learned exclusion" in ex["rule"], ex
@@ -472,4 +476,9 @@ def test_python_client_trusting_only_the_origin_ca_is_learned_persisted_and_expi
         except (ssl.SSLError, OSError) as e:
             return False, None, repr(e)
         return r.status == 200 and ns.origin.marker in r.text, cert, repr(r)
-    avoidance_scenario(ns, attempt, "python3", "pycheck.test")
+    def curl_is_decoded(host):
+        s, body, certs, p = curl_fetch(ns.agent.port, "https://%s:%d/other-app" % (host, ns.origin.port),
+                                       cafile=ns.agent.ca_path, timeout=15)
+        assert p.returncode == 0 and s == 200, p.stderr
+        verify_issued_by(certs[0], load_cert(ns.agent.ca_path))
+    avoidance_scenario(ns, attempt, "python3", "pycheck.test", other_app=curl_is_decoded)

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers.agent import REPO, Agent, free_port, run_cli, sanitizer_env, shoji_bin  # noqa: E402
 from helpers.agent import write_hosts_file  # noqa: E402
-from helpers.client import ProxyClient, https_get  # noqa: E402
+from helpers.client import HTTPReader, ProxyClient, connect_tunnel, https_get  # noqa: E402
 from helpers.origin import Origin  # noqa: E402
 from helpers.tools import curl  # noqa: E402
 
@@ -286,11 +286,20 @@ def test_squid_log_format(agent_factory, env):
     with ProxyClient(a.port) as c:
         assert c.request("GET", "http://casino.example:%d/squid/deny" % o.port).status == 403
         assert c.request("GET", "http://open.test:%d/squid/ok" % o.port).status == 200
+    # a CONNECT carrying non-TLS bytes is tunnelled untouched
+    s, r = connect_tunnel(a.port, "open.test", o.port)
+    assert r.status == 200
+    s.sendall(b"GET /squid/tunnel HTTP/1.1\r\nHost: open.test\r\nConnection: close\r\n\r\n")
+    assert HTTPReader(s).response().status == 200
+    s.close()
     deadline = time.monotonic() + 5
     lines = []
-    while time.monotonic() < deadline and len(lines) < 2:
+    tunnel = []
+    while time.monotonic() < deadline and (len(lines) < 2 or not tunnel):
         with open(log) if os.path.exists(log) else open(os.devnull) as f:
-            lines = [l for l in f.read().splitlines() if "/squid/" in l]
+            text = f.read().splitlines()
+        lines = [l for l in text if "/squid/" in l]
+        tunnel = [l for l in text if " CONNECT " in l]
         time.sleep(0.05)
     assert len(lines) == 2, lines
     pat = re.compile(r"^\d+\.\d{3}\s+\d+ 127\.0\.0\.1 (\S+)/(\d{3}) (\d+) (\S+) (\S+) (\S+) (\S+)/(\S+) (\S+)$")
@@ -301,6 +310,8 @@ def test_squid_log_format(agent_factory, env):
     assert deny.group(4) == "GET" and deny.group(5).endswith("/squid/deny"), lines[0]
     assert ok.group(1) != "TCP_DENIED" and ok.group(2) == "200", lines[1]
     assert int(ok.group(3)) > 0, lines[1]
+    t = pat.match(tunnel[0]) if tunnel else None
+    assert t and t.group(1) == "TCP_TUNNEL" and t.group(5) == "open.test:%d" % o.port, tunnel
 
 
 def _wait(pred, timeout=10.0, step=0.05):
