@@ -117,6 +117,19 @@ def test_python_client_without_proxy_settings_is_decoded(live):
     assert recs[0]["mode"] == "decode" and recs[0].get("app", "").startswith("python3"), recs[0]
 
 
+def test_client_hello_in_many_segments_is_still_read_and_decoded(live):
+    """The agent must wait for the whole ClientHello (here in 8 pieces, 50 ms
+    apart) before deciding, not tunnel or drop a partial one."""
+    lab = live
+    r = lab.client("https", "--ip", ADDR["good.test"], "--port", "443", "--sni", "good.test", "--path",
+                   "/t-split", "--cafile", lab.agent.ca_path, "--split", "8")
+    assert r["ok"] and r["issuer"].startswith(AGENT_CA_CN), (r, lab.stderr()[-1500:])
+    assert r["status"] == 200 and lab.markers["good.test"] in r["body"], r
+    ex = lab.client("https", "--ip", ADDR["excluded.test"], "--port", "443", "--sni", "excluded.test",
+                    "--path", "/t-split-excl", "--split", "8")
+    assert ex["ok"] and ex["issuer"] == TEST_ROOT_CN and lab.markers["excluded.test"] in ex["body"], ex
+
+
 def test_blocked_https_site_never_reaches_the_origin_and_is_logged(live):
     lab = live
     r = lab.curl(curl_resolve("blocked.test") + ["--cacert", lab.agent.ca_path, "https://blocked.test/t-block-1"])

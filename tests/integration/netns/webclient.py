@@ -6,7 +6,8 @@ nftables rules, not the client, send it to the agent). Prints one JSON line.
   https --ip IP --port P --sni NAME [--host H] [--path /] [--cafile F]
       TLS with SNI NAME (--sni "": no SNI; verified against F and NAME when
       F is given, otherwise not verified), then GET PATH with Host H
-      (default NAME).
+      (default NAME). --split N: the ClientHello goes out in N pieces,
+      50 ms apart.
       -> {"ok", "error", "issuer", "subject", "sans", "status", "body"}
   http --ip IP --port P --host H [--path /]
       -> {"ok", "error", "status", "body"}
@@ -63,6 +64,62 @@ def names(der):
     return cn(c.issuer), cn(c.subject), sans
 
 
+class BioTLS:
+    """TLS over a socket through memory BIOs, so the ClientHello can be sent
+    in pieces (a client whose hello spans several TCP segments)."""
+
+    def __init__(self, ctx, sock, sni, split):
+        self.sock, self.inc, self.out = sock, ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=sni or None)
+        self.split = split
+
+    def _flush(self, pieces=1):
+        data = self.out.read()
+        step = max(1, -(-len(data) // pieces))
+        for i in range(0, len(data), step):
+            self.sock.sendall(data[i:i + step])
+            if pieces > 1:
+                time.sleep(0.05)
+
+    def _fill(self):
+        d = self.sock.recv(65536)
+        if not d:
+            self.inc.write_eof()
+        else:
+            self.inc.write(d)
+        return bool(d)
+
+    def handshake(self):
+        first = True
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush(self.split if first else 1)
+                first = False
+                if not self._fill():
+                    raise ConnectionResetError("closed during the handshake")
+
+    def getpeercert(self, binary_form=True):
+        return self.obj.getpeercert(binary_form=binary_form)
+
+    def sendall(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                if not self._fill():
+                    return b""
+            except ssl.SSLZeroReturnError:
+                return b""
+
+
 def cmd_https(a, out):
     if a.cafile:
         ctx = ssl.create_default_context(cafile=a.cafile)
@@ -72,10 +129,14 @@ def cmd_https(a, out):
         ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     with socket.create_connection((a.ip, a.port), timeout=a.timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=a.sni or None) as s:
-            out["issuer"], out["subject"], out["sans"] = names(s.getpeercert(binary_form=True))
-            s.sendall(request(a.host or a.sni, a.path))
-            out["status"], out["body"] = read_response(s)
+        if a.split > 1:
+            s = BioTLS(ctx, raw, a.sni, a.split)
+            s.handshake()
+        else:
+            s = ctx.wrap_socket(raw, server_hostname=a.sni or None)
+        out["issuer"], out["subject"], out["sans"] = names(s.getpeercert(binary_form=True))
+        s.sendall(request(a.host or a.sni, a.path))
+        out["status"], out["body"] = read_response(s)
     out["ok"] = True
 
 
@@ -119,6 +180,7 @@ def main():
         if name == "https":
             p.add_argument("--sni", required=True)
             p.add_argument("--cafile")
+            p.add_argument("--split", type=int, default=1)
         if name == "raw":
             p.add_argument("--send-hex", default="")
             p.add_argument("--expect", type=int, default=1 << 16)
