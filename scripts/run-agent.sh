@@ -9,6 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mkdir -p "$state"
 chmod 700 "$state"
+state=$(cd "$state" && pwd)
 
 if [ ! -f "$state/ca.crt" ]; then
   "$bin" ca init --state-dir "$state"
@@ -29,7 +30,7 @@ cat <<MSG
 
 shoji is starting on $listen (Ctrl-C stops it). Try it from another terminal:
 
-  curl --cacert $root/$state/ca.crt -x http://$listen https://deb.debian.org/
+  curl --cacert $state/ca.crt -x http://$listen https://deb.debian.org/
   curl -x http://$listen http://deb.debian.org/debian/
 
   The certificate curl sees is issued by "shoji local CA": the agent decoded the
