@@ -343,42 +343,6 @@ def test_narrow_app_hosts_form(agent, env, pki):
 
 # ---- automatic conflict avoidance ---------------------------------------------
 
-@pytest.fixture
-def avoid_env(tmp_path, pki):
-    names = ["pinned.test", "pycheck.test"]
-    origin = Origin("pinned", pki.leaf("pinned.test", sans=names, label="coexist-pinned")).start()
-    hosts = write_hosts(tmp_path / "hosts", [(n, "127.0.0.1") for n in names])
-    pol = tmp_path / "policy.json"
-    pol.write_text(json.dumps({"auto_avoid": {"enabled": True, "ttl": 8, "scope": "app+host"}}) + "\n")
-    a = Agent(str(tmp_path / "state"), hosts_path=hosts, upstream_ca=pki.ca_cert_path,
-              access_log=str(tmp_path / "access.log"), policy=str(pol))
-    a.ca_init()
-    a.start()
-    bundle = tmp_path / "both-cas.pem"
-    bundle.write_bytes(open(a.ca_path, "rb").read() + open(pki.ca_cert_path, "rb").read())
-    ns = type("AvoidEnv", (), {})()
-    ns.agent, ns.origin, ns.bundle, ns.policy = a, origin, str(bundle), str(pol)
-    ns.pin = "sha256//" + spki_sha256_b64(origin.cert.cert)
-    yield ns
-    origin.stop()
-    a.stop(check=True)
-
-
-def pinned_curl(ns, path):
-    """curl trusting both CAs (ours is accepted) but pinning the origin's key."""
-    return curl_fetch(ns.agent.port, "https://pinned.test:%d%s" % (ns.origin.port, path),
-                      "--pinnedpubkey", ns.pin, cafile=ns.bundle, timeout=15)
-
-
-def python_client(ns, path, pki):
-    """A Python client trusting only the origin's CA."""
-    try:
-        r, cert = tls_fetch(ns.agent.port, "pycheck.test", ns.origin.port, path, cafile=pki.ca_cert_path)
-        return r, cert
-    except (ssl.SSLError, OSError) as e:
-        return e, None
-
-
 def conflict_event(agent, app, host, timeout=4):
     return agent.wait_access_log(lambda r: r.get("event") == "conflict" and r.get("app") == app
                                  and host in json.dumps(r), timeout=timeout)
