@@ -265,7 +265,7 @@ static int read_response(SSL *ssl, const struct mgmt_url *u, const char *method,
     struct http_limits lim;
     http_limits_default(&lim);
     struct http_response hr;
-    int head = 0, rc = 0;
+    int head, rc = 0;
     for (;;) {
         bool eof = false;
         if (buf_reserve(&raw, 16384) < 0) {
@@ -277,22 +277,20 @@ static int read_response(SSL *ssl, const struct mgmt_url *u, const char *method,
             raw.len += (size_t)n;
         else
             eof = true;
-        /* Parsed again after every read: the buffer may have moved. */
-        {
-            head = http_parse_response(raw.p, raw.len, &lim, sv_make(method, strlen(method)), &hr);
-            if (head == HTTP_ERROR || (head == 0 && eof)) {
-                rc = util_err(err, errlen, -EPROTO, "%s: %s", u->authority,
-                              head == HTTP_ERROR ? "malformed HTTP answer"
-                                                 : "connection closed or timed out before an answer");
-                break;
-            }
-            if (head == 0)
-                continue;
-            if (hr.status < 200) {   /* 100 Continue: parse the next head */
-                buf_consume(&raw, (size_t)head);
-                head = 0;
-                continue;
-            }
+        /* Parsed again after every read: the views point into `raw`,
+         * which may have moved. */
+        head = http_parse_response(raw.p, raw.len, &lim, sv_make(method, strlen(method)), &hr);
+        if (head == HTTP_ERROR || (head == 0 && eof)) {
+            rc = util_err(err, errlen, -EPROTO, "%s: %s", u->authority,
+                          head == HTTP_ERROR ? "malformed HTTP answer"
+                                             : "connection closed or timed out before an answer");
+            break;
+        }
+        if (head == 0)
+            continue;
+        if (hr.status < 200) {   /* 100 Continue: parse the next head */
+            buf_consume(&raw, (size_t)head);
+            continue;
         }
         int d = body_done(&hr, raw.p + head, raw.len - (size_t)head, eof, resp);
         if (d < 0) {

@@ -50,6 +50,7 @@ int mgmt_call(struct mgmt *m, const struct mgmt_http_req *rq, struct mgmt_http_r
               size_t errlen)
 {
     int rc = mgmt_https(&m->u, m->e.fingerprint, rq, r, NULL, 10000, err, errlen);
+    m->net_failed = rc < 0;
     if (rc == 0 && r->status >= 500)
         log_debug("management server: %s %s: HTTP %d", rq->method, rq->path, r->status);
     return rc;
@@ -304,9 +305,14 @@ static void *thread_main(void *arg)
     while (!m->stop) {
         uint64_t now = util_mono_us() / 1000;
         if (now >= next_poll) {
+            /* A network failure skips the rest: each call could wait for
+             * its timeout, and a stop must not wait for all of them. */
             mgmt_poll_policy(m);
-            mgmt_post_status(m);
-            mgmt_run_tasks(m);
+            if (!m->stop && !m->net_failed) {
+                mgmt_post_status(m);
+                if (!m->stop)
+                    mgmt_run_tasks(m);
+            }
             next_poll = util_mono_us() / 1000 + next_interval_ms(m);
         }
         mgmt_flush_queue(m);

@@ -31,6 +31,7 @@ struct mgmt {
     unsigned nerrors;
     /* mgmt thread only */
     bool failing;
+    bool net_failed;                  /* the last call got no HTTP answer */
     unsigned backoff_ms;
     uint64_t next_upload_ms;
     char done[MGMT_DONE_TASKS][72];   /* task ids whose result was posted */

@@ -17,9 +17,10 @@ import time
 import pytest
 
 from helpers.agent import run_cli as shoji_cli, sanitizer_env, shoji_bin
-from helpers.client import ProxyClient
+from helpers.client import ProxyClient, tls_via_proxy
 from server_helpers.server import Server, run_cli as server_cli
 
+import ssl
 import subprocess
 
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -265,6 +266,25 @@ def test_remote_tasks_refresh_policy_and_collect_diagnostics(server, synced):
     assert diag["version"] and diag["agent_id"] == aid and "dropped_lines" in diag
     assert "shoji_connections_total" in diag["metrics"]
     assert "changed" in tasks["refresh_policy"]["result"]
+
+
+def test_conflict_events_reach_the_servers_conflict_view(server, synced, make_origin, pki):
+    origin = make_origin("good.test", pki.leaf("good.test", sans=["good.test"], label="sync-good"))
+    set_policy(server, {"auto_avoid": {"enabled": True, "ttl": 60, "scope": "app+host"}})
+    synced.start()
+    wait_for(lambda: os.path.exists(os.path.join(synced.state_dir, "policy.managed.json")), 10,
+             "the policy with auto_avoid")
+    # A client that trusts only the origin's CA rejects the agent's certificate.
+    with pytest.raises((ssl.SSLError, OSError)):
+        tls_via_proxy(synced.port, "good.test", origin.port, cafile=pki.ca_cert_path).close()
+
+    def seen():
+        c = server.admin.get("/api/v1/conflicts").json["conflicts"]
+        return c if c else None
+    c = wait_for(seen, 10, "the conflict event on the server")
+    assert c[0]["host"] == "good.test" and c[0]["agents"] == 1 and c[0]["events"] == 1
+    assert c[0]["app"].startswith("python") and "unknown" in c[0]["reason"]
+    assert "good.test" in c[0]["suggestion"]
 
 
 def test_forged_credential_gets_nothing(server, synced, make_origin):

@@ -272,6 +272,72 @@ static void test_access_log_sink_gets_json_lines_whatever_the_file_format(void *
     remove_dir(d);
 }
 
+/* Concatenates every gzip batch in `dir` into out; returns the batch count.
+ * (The mgmt thread may have cut the lines into more than one batch.) */
+static size_t gunzip_dir(const char *dir, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0, len = 0;
+    out[0] = '\0';
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4700];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        gzFile f = gzopen(path, "rb");
+        assert_non_null(f);
+        int r = gzread(f, out + len, (unsigned)(cap - 1 - len));
+        gzclose(f);
+        assert_true(r >= 0);
+        len += (size_t)r;
+        out[len] = '\0';
+        n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_lines_queued_while_the_server_is_down_are_spooled_at_stop(void **state)
+{
+    (void)state;
+    char *d = make_dir(), err[UTIL_ERRLEN], dir[4200];
+    struct mgmt_enrolment e = { .server = "https://127.0.0.1:1", .agent_id = "a1", .credential = "agent.a1.x" };
+    strcpy(e.fingerprint, "AB:CD");
+    assert_int_equal(mgmt_state_save(d, &e, err, sizeof err), 0);
+    struct mgmt_config cfg = { .state_dir = d, .interval_s = 3600 };
+    struct mgmt *m = NULL;
+    assert_int_equal(mgmt_start(&cfg, &m, err, sizeof err), 0);
+    struct access_record r = { .time_ms = 1700000000000ull, .method = "GET", .url = "http://a.test/",
+                               .host = "a.test", .status = 200, .action = "allow", .uid = -1 };
+    mgmt_log_line(m, &r, "{\"host\":\"a.test\"}", 17);
+    mgmt_log_line(m, &r, "{\"host\":\"b.test\"}", 17);
+    struct access_record c = r;
+    c.event = "conflict";
+    c.app = "NTRTSCAN";
+    c.host = "x.icrc.trendmicro.com";
+    c.error = "tls alert unknown CA";
+    c.fix = "decode.exclude_hosts += \"x.icrc.trendmicro.com\"";
+    mgmt_log_line(m, &c, "{}", 2);
+    mgmt_stop(m);
+    char text[4096];
+    snprintf(dir, sizeof dir, "%s/spool/logs", d);
+    assert_true(gunzip_dir(dir, text, sizeof text) >= 1);
+    assert_int_equal(strlen(text), 36);
+    assert_non_null(strstr(text, "{\"host\":\"a.test\"}\n"));
+    assert_non_null(strstr(text, "{\"host\":\"b.test\"}\n"));
+    snprintf(dir, sizeof dir, "%s/spool/conflicts", d);
+    assert_int_equal(gunzip_dir(dir, text, sizeof text), 1);
+    /* The conflict line in the server's shape (API.md). */
+    assert_non_null(strstr(text, "\"time\":1700000000"));
+    assert_non_null(strstr(text, "\"app\":\"NTRTSCAN\""));
+    assert_non_null(strstr(text, "\"host\":\"x.icrc.trendmicro.com\""));
+    assert_non_null(strstr(text, "\"reason\":\"tls alert unknown CA\""));
+    assert_non_null(strstr(text, "\"suggestion\":"));
+    remove_dir(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_spool_batches_come_back_oldest_first_with_unique_ids),
         cmocka_unit_test(test_spool_past_its_bound_drops_the_oldest_and_counts_its_lines),
         cmocka_unit_test(test_access_log_sink_gets_json_lines_whatever_the_file_format),
+        cmocka_unit_test(test_lines_queued_while_the_server_is_down_are_spooled_at_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
