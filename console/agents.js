@@ -84,8 +84,7 @@ function agent_buttons(a) {
   if (a.state === 'deleted') {
     bar.appendChild(el('button', { type: 'button', id: 'agent-restore', text: t('agents.restore'), onclick: function () {
       api('POST', '/agents/' + a.id + '/restore', {}).then(function () {
-        route();
-        flash(t('agents.restored'));
+        go(location.hash, t('agents.restored'));
       }, fail);
     } }));
     return bar;
@@ -99,8 +98,7 @@ function agent_buttons(a) {
     onclick: function () {
       if (!confirm(t('agents.confirm_delete', { h: a.hostname || a.id }))) return;
       api('DELETE', '/agents/' + a.id).then(function () {
-        route();
-        flash(t('agents.deleted'));
+        go(location.hash, t('agents.deleted'));
       }, fail);
     } }));
   return bar;

@@ -144,7 +144,18 @@ function route() {
   var view = clear($('view'));
   view.setAttribute('data-page', name);
   flash_clear();
+  if (APP.pending_flash) {
+    flash(APP.pending_flash);
+    APP.pending_flash = null;
+  }
   APP.pages[name](view, parts.slice(1).map(decodeURIComponent));
+}
+
+/* Shows `hash` again (re-rendered) with a message on top. */
+function go(hash, msg) {
+  APP.pending_flash = msg || null;
+  if (location.hash !== hash) location.hash = hash;
+  else route();
 }
 
 /* ---- dashboard ---- */

@@ -223,9 +223,7 @@ function policy_save(form, p) {
   var doc = policy_from_form(form, p.document);
   api('POST', '/policies/' + p.id + '/versions', { document: doc, comment: $('policy-comment').value.trim(),
     base_version: p.version }).then(function (r) {
-    location.hash = '#/policy/' + p.id;
-    route();
-    flash(t('pol.saved', { v: r.version }));
+    go('#/policy/' + p.id, t('pol.saved', { v: r.version }));
   }, function (e) {
     if (e.status === 401) return;
     var msg = e.status === 409 ? t('pol.conflict') : api_message(e);

@@ -72,8 +72,7 @@ function versions_card(p) {
 function rollback(p, version) {
   if (!confirm(t('pol.confirm_rollback', { v: version }))) return;
   api('POST', '/policies/' + p.id + '/rollback', { version: version }).then(function (r) {
-    route();
-    flash(t('pol.rolled_back', { v: r.version }));
+    go('#/policy/' + p.id, t('pol.rolled_back', { v: r.version }));
   }, fail);
 }
 

@@ -32,8 +32,8 @@ export async function launch() {
   const problems = [];
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('console', (m) => {
-    // 401/403/429 answers the test provokes on purpose are logged by chromium as errors
-    if (m.type() === 'error' && !/status of (401|403|409|429)/.test(m.text())) problems.push('console: ' + m.text() + ' ' + (m.location().url || ''));
+    // 400/401/403/429 answers the test provokes on purpose are logged by chromium as errors
+    if (m.type() === 'error' && !/status of (400|401|403|409|429)/.test(m.text())) problems.push('console: ' + m.text() + ' ' + (m.location().url || ''));
   });
   return { browser, context, page, problems };
 }
@@ -72,4 +72,17 @@ export async function run(main) {
     await ctx.browser.close();
   }
   process.exit(code);
+}
+
+// Polls the text of `selector` until it matches `re` (page.waitForFunction
+// would evaluate a string in the page, which the console's CSP forbids).
+export async function waitText(page, selector, re, timeoutMs = 15000) {
+  const end = Date.now() + timeoutMs;
+  let last = null;
+  while (Date.now() < end) {
+    last = await page.locator(selector).first().textContent({ timeout: 1000 }).catch(() => null);
+    if (last !== null && re.test(last)) return last;
+    await page.waitForTimeout(150);
+  }
+  throw new Error(`timed out waiting for ${selector} to match ${re}; last text: ${JSON.stringify(last)}`);
 }
