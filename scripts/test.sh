@@ -28,7 +28,7 @@ step "unit (release)" ctest --test-dir "$build" --output-on-failure -j 2
 step "unit (asan+ubsan)" ctest --test-dir "$asan" --output-on-failure -j 2
 if [ -d tests/integration ] && ls tests/integration/test_*.py >/dev/null 2>&1; then
   step "integration (asan+ubsan binaries)" env SHOJI_BIN="$root/$asan/shoji" \
-    SHOJI_SERVER_BIN="$root/$asan/shoji-server" /usr/bin/python3 -m pytest -q -rs \
+    SHOJI_SERVER_BIN="$root/$asan/shoji-server" /usr/bin/python3 -m pytest -q -rs --durations=15 \
     -p no:cacheprovider tests/integration
 fi
 step "fuzz smoke (${fuzz_secs}s per target)" scripts/fuzz.sh "$fuzz" "$fuzz_secs"

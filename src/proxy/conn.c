@@ -413,7 +413,8 @@ static const char *learned_fact(struct conn *c, char *rule, size_t rulelen)
     enum learned_scope scope = aa->scope == POLICY_AVOID_HOST ? LEARNED_SCOPE_HOST : LEARNED_SCOPE_APP_HOST;
     const char *app = c->have_proc ? c->proc.comm : "";
     int64_t now = (int64_t)time(NULL);
-    if (c->have_hello && c->hello.has_sni && learned_match(L, app, c->hello.sni, now, scope, rule, rulelen))
+    if (c->have_hello && c->hello.has_sni && !c->sni_rejected &&
+        learned_match(L, app, c->hello.sni, now, scope, rule, rulelen))
         return rule;
     if (learned_match(L, app, c->target_host, now, scope, rule, rulelen))
         return rule;
@@ -433,7 +434,7 @@ void conn_fill_facts(struct conn *c, struct policy_facts *f)
     }
     f->host = c->target_host;
     f->port = c->target_port;
-    f->sni = c->have_hello && c->hello.has_sni ? c->hello.sni : NULL;
+    f->sni = c->have_hello && c->hello.has_sni && !c->sni_rejected ? c->hello.sni : NULL;
     f->tls = c->have_hello;
     time_t now = time(NULL);
     struct tm tm;
@@ -562,13 +563,61 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
     start_client_tls(c, &names);
 }
 
-/* CERT phase: the upstream certificate's names are known. Returns true when
- * the connection was turned into a tunnel (replaying the ClientHello to a
- * fresh raw connection). */
+/* The address the upstream stream is connected to, as a policy fact. */
+static void upstream_dst(struct conn *c, struct policy_addr *out)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    memset(out, 0, sizeof *out);
+    if (!c->up || uv_tcp_getpeername(&c->up->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        out->family = AF_INET;
+        memcpy(out->a, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    } else if (ss.ss_family == AF_INET6) {
+        out->family = AF_INET6;
+        memcpy(out->a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    }
+}
+
+/* CERT-phase decision on known certificate names and destination address.
+ * Returns true when the connection was turned into a tunnel (a fresh raw
+ * connection to which the buffered ClientHello is replayed). */
+static bool cert_decide(struct conn *c, const char *const *names, size_t n,
+                        const struct policy_addr *dst, bool remembered)
+{
+    struct policy_facts f;
+    struct policy_verdict v;
+    conn_fill_facts(c, &f);
+    f.phase = POLICY_PHASE_CERT;
+    f.cert_names = names;
+    f.ncert_names = n;
+    if (dst && dst->family)
+        f.dst = *dst;
+    policy_decide(c->policy, &f, &v);
+    if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
+        return false;
+    if (remembered) {
+        size_t l = strlen(v.rule);
+        snprintf(v.rule + l, sizeof v.rule - l, " (remembered from an earlier connection)");
+    }
+    conn_event(c, EV_VERDICT, NULL, policy_action_name(v.action), v.rule, 0);
+    c->verdict = v;
+    c->tunnel_rule_set = true;
+    c->tunnel_mode = v.action == POLICY_BYPASS ? "bypass" : "tunnel";
+    if (c->up) {
+        struct pstream *s = c->up;
+        c->up = NULL;
+        pstream_close(s);
+    }
+    start_tunnel(c);
+    return true;
+}
+
+/* CERT phase: the upstream certificate's names (and the address reached)
+ * are known; remember them for the next connection, then decide. */
 bool conn_cert_phase(struct conn *c, X509 *cert)
 {
-    if (!policy_has_cert_rules(c->policy))
-        return false;
     struct tls_names tn;
     tls_names_from_cert(cert, &tn);
     const char *names[33];
@@ -577,24 +626,27 @@ bool conn_cert_phase(struct conn *c, X509 *cert)
         names[n++] = tn.cn;
     for (size_t i = 0; i < tn.n && n < 33; i++)
         names[n++] = tn.names[i];
-    struct policy_facts f;
-    struct policy_verdict v;
-    conn_fill_facts(c, &f);
-    f.phase = POLICY_PHASE_CERT;
-    f.cert_names = names;
-    f.ncert_names = n;
-    policy_decide(c->policy, &f, &v);
-    if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
+    struct policy_addr dst;
+    upstream_dst(c, &dst);
+    certmemo_put(c->w->sh->certmemo, c->target_host, c->target_port, names, n, &dst,
+                 (int64_t)time(NULL));
+    if (!policy_has_cert_rules(c->policy))
         return false;
-    conn_event(c, EV_VERDICT, NULL, policy_action_name(v.action), v.rule, 0);
-    c->verdict = v;
-    c->tunnel_rule_set = true;
-    c->tunnel_mode = v.action == POLICY_BYPASS ? "bypass" : "tunnel";
-    struct pstream *s = c->up;
-    c->up = NULL;
-    pstream_close(s);
-    start_tunnel(c);
-    return true;
+    return cert_decide(c, names, n, &dst, false);
+}
+
+/* Before probing the origin: what its certificate said last time may
+ * already decide (certificate-name and IP exclusions). */
+static bool remembered_cert_phase(struct conn *c)
+{
+    struct certmemo_entry e;
+    if (!policy_has_cert_rules(c->policy) ||
+        !certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), &e))
+        return false;
+    const char *names[CERTMEMO_NAMES];
+    for (size_t i = 0; i < e.n; i++)
+        names[i] = e.names[i];
+    return cert_decide(c, names, e.n, &e.dst, true);
 }
 
 /* A request line starts with a method token and a space. */
@@ -682,6 +734,8 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
         return;
     }
     c->tunnel_rule_set = false;
+    if (remembered_cert_phase(c))
+        return;
     pstream_pause(cl);
     up_connect(c, conn_connect_host(c), c->target_port, true, on_decode_upstream);
 }
@@ -703,8 +757,12 @@ static void sni_claim_result(struct conn *c, bool ok)
     if (!ok) {
         log_info("conn %llu: SNI %s does not belong to %s: deciding on the address", (unsigned long long)c->id,
                  c->hello.sni, c->orig_ip);
-        f.sni = NULL;
-        f.host = c->orig_ip;
+        /* From here on, every phase decides on the address and the origin
+         * certificate's names, never on the claim. */
+        c->sni_rejected = true;
+        util_strlcpy(c->target_host, c->orig_ip, sizeof c->target_host);
+        conn_fill_facts(c, &f);
+        f.phase = POLICY_PHASE_CONNECT;
         f.learned = NULL;
     }
     policy_decide(c->policy, &f, &v);
@@ -822,10 +880,24 @@ static void tunnel_eof(struct conn *c, struct pstream *s)
     pstream_shutdown_write(other);   /* pass the half-close on */
 }
 
+/* A client that completes the handshake with our certificate and hangs up
+ * at once without a request has most likely refused it after the handshake
+ * (certificate pinning checked by the application, as curl --pinnedpubkey
+ * does). */
+static bool hung_up_after_handshake(struct conn *c, struct pstream *s)
+{
+    return s == c->client && c->kind == CK_DECODE && c->state == CS_HEAD && c->requests == 0 &&
+           c->hs_done_us && util_mono_us() - c->hs_done_us < 1000000;
+}
+
 void conn_on_eof(struct conn *c, struct pstream *s)
 {
     if (c->dead)
         return;
+    if (hung_up_after_handshake(c, s)) {
+        conn_client_rejected(c, -2);
+        return;
+    }
     switch (c->state) {
     case CS_TUNNEL:
         tunnel_eof(c, s);
@@ -876,6 +948,10 @@ void conn_on_error(struct conn *c, struct pstream *s, int err)
         conn_client_rejected(c, s->tls_alert);
         return;
     }
+    if (hung_up_after_handshake(c, s)) {
+        conn_client_rejected(c, s->tls_alert >= 0 ? s->tls_alert : -2);
+        return;
+    }
     if (c->state == CS_EXCHANGE && s == c->up) {
         fwd_on_upstream_eof(c);
         return;
@@ -913,8 +989,10 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
         up_finish(c, 0, NULL);
         return;
     }
-    if (s == c->client && c->state == CS_CL_HANDSHAKE)
+    if (s == c->client && c->state == CS_CL_HANDSHAKE) {
+        c->hs_done_us = util_mono_us();
         conn_start_head(c);
+    }
 }
 
 /* Automatic conflict avoidance: remember {application, host} so the next
@@ -931,6 +1009,8 @@ static void learn_conflict(struct conn *c, int alert)
     char reason[LEARNED_REASON_MAX];
     if (alert >= 0)
         snprintf(reason, sizeof reason, "tls alert %s", SSL_alert_desc_string_long(alert));
+    else if (alert == -2)
+        snprintf(reason, sizeof reason, "hang-up right after the handshake, before any request");
     else
         snprintf(reason, sizeof reason, "hang-up after the server handshake");
     int64_t now = (int64_t)time(NULL);
@@ -972,6 +1052,9 @@ void conn_client_rejected(struct conn *c, int alert)
     if (alert >= 0)
         snprintf(why, sizeof why, "the client rejected the certificate (TLS alert %d: %s)", alert,
                  SSL_alert_desc_string_long(alert));
+    else if (alert == -2)
+        snprintf(why, sizeof why, "the client closed the connection right after the TLS handshake, "
+                                  "before any request (certificate pinning?)");
     else
         snprintf(why, sizeof why, "the client closed the connection during the TLS handshake");
     log_info("conn %llu: %s for %s", (unsigned long long)c->id, why, c->target_host);
@@ -1059,6 +1142,7 @@ void conn_log_tunnel(struct conn *c, const char *mode, const char *error)
 void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v)
 {
+    conn_event(c, EV_VERDICT, NULL, action, v->rule, status);
     char url[300];
     struct access_record r;
     base_record(c, &r);

@@ -409,6 +409,7 @@ void fwd_begin(struct conn *c)
     http_chunked_init(&ex->resp_chunk);
     c->ex = ex;
     c->state = CS_EXCHANGE;
+    c->requests++;
     pstream_pause(cl);
     if (!describe(c, ex) || !decide_request(c, ex))
         return;

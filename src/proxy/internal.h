@@ -25,6 +25,7 @@
 #include "platform/platform.h"
 #include "policy/learned.h"
 #include "policy/policy.h"
+#include "proxy/certmemo.h"
 #include "proxy/hosts.h"
 #include "proxy/proxy.h"
 #include "tls/ca.h"
@@ -164,10 +165,13 @@ struct conn {
     struct sockaddr_storage orig_dst;  /* transparent: where the client wanted to go */
     char orig_ip[64];          /* orig_dst's address as text */
     bool sni_checked;          /* transparent: the SNI claim was checked */
+    bool sni_rejected;         /* ... and found false: decide on the address */
     struct platform_proc proc; /* the application that owns the client socket */
     bool have_proc;
     bool evented;              /* an open event was published */
     size_t head_scanned;       /* bytes of client->in already searched for a line end */
+    unsigned requests;         /* requests seen on this connection */
+    uint64_t hs_done_us;       /* when the client handshake finished (decode) */
     char cert_name[128];       /* the origin certificate's first name, for watch */
 };
 
@@ -200,6 +204,7 @@ struct proxy_shared {
     atomic_bool stopping;
     struct learned *learned;   /* automatic conflict avoidance (thread-safe) */
     struct events *events;     /* live feed for `shoji watch` */
+    struct certmemo *certmemo; /* host:port -> origin certificate names */
     struct proxy_metrics m;
     struct platform_cidr allow[32];   /* --allow-clients; empty: loopback only */
     size_t nallow;

@@ -502,7 +502,7 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if ((rc = learned_open(cfg->state_dir, &sh->learned, err, errlen)) < 0)
         return rc;
-    if (!(sh->events = events_new()))
+    if (!(sh->events = events_new()) || !(sh->certmemo = certmemo_new(3600)))
         return util_err(err, errlen, -ENOMEM, "out of memory");
     if (cfg->access_log || mgmt_enrolled(cfg->state_dir)) {   /* enrolled: lines are uploaded */
         enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
@@ -519,6 +519,7 @@ static void teardown_shared(struct proxy_shared *sh)
     if (sh->learned)
         learned_close(sh->learned);
     events_free(sh->events);
+    certmemo_free(sh->certmemo);
     pthread_mutex_destroy(&sh->learned_save_lock);
     if (sh->hosts) {
         hosts_free(sh->hosts);

@@ -224,13 +224,8 @@ def test_cidr_matches_an_address_connected_by_ip(agent, env, pki):
     assert rec["dst"].startswith("127.0.0.9:"), rec
 
 
-BUG_DST_IP = ("agent bug (reported to the lead): IP/CIDR exclusions are not matched against the "
-              "destination address of a CONNECT by name: cidr.test resolves (--hosts) to 127.0.0.10, "
-              "inside the excluded 127.0.0.8/29, the access log shows dst 127.0.0.10 but mode decode "
-              "(`shoji explain ... --ip 127.0.0.10` says tunnel)")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_DST_IP)
 def test_cidr_matches_the_destination_ip_of_a_name(agent, env, pki):
     o = env.o["cidr"]
     assert_tunnelled(agent, env, o, "cidr.test", "/cidr", '"127.0.0.8/29"', "ip", pki.ca_cert_path,
@@ -254,13 +249,8 @@ def test_certificate_name_rule_tunnels_by_the_upstream_cert(agent, env, which, h
     assert o.connections - before == 2, o.connections - before
 
 
-BUG_CERT_MEMORY = ("agent bug (reported to the lead): the certificate phase does not remember "
-                   "host -> certificate names: every connection to a host tunnelled by a certificate-name "
-                   "rule probes the origin again (2 origin connections each time, issue 4 asks for none "
-                   "after the first)")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_CERT_MEMORY)
 def test_certificate_names_are_remembered_no_second_probe(agent, env):
     o = env.o["mcafee"]
     tls_fetch(agent.port, "mcafee-like.test", o.port, "/cn-warm")
@@ -412,12 +402,8 @@ def avoid_env(tmp_path, pki):
     a.stop(check=True)
 
 
-BUG_PIN = ("agent bug (reported to the lead): a client that completes the TLS handshake with our "
-           "certificate and hangs up without a request (curl --pinnedpubkey with our CA trusted: curl "
-           "exit 90) is neither learned as a conflict nor written to the access log at all")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_PIN)
 def test_pinned_curl_conflict_is_learned_persisted_and_expires(avoid_env):
     """curl trusts our CA (as on a managed machine) but pins the origin's key:
     it completes the handshake, finds the wrong key and hangs up."""

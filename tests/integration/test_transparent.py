@@ -145,9 +145,6 @@ def test_blocked_https_site_never_reaches_the_origin_and_is_logged(live):
     assert not reqs, "a blocked request reached the origin: %r" % reqs
 
 
-BUG_SNI_CLAIM = ("agent bug (reported to the lead): the SNI-claim check decides to decode, but the "
-                 "certificate phase (conn_cert_phase) re-runs the policy with the claimed SNI as host "
-                 "and tunnels the connection to the lying address after all")
 
 
 def test_blocked_https_site_shows_the_block_page_over_decoded_tls(live):
@@ -288,7 +285,6 @@ def test_excluded_sni_to_the_address_of_its_own_name_is_tunnelled(live):
     assert lab.markers["excluded.test"] in r["body"]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SNI_CLAIM)
 @pytest.mark.parametrize("host", ["gsa.apple.com", "blocked.test"])
 def test_excluded_sni_sent_to_a_blocked_sites_address_is_not_let_through(live, host):
     lab = live
@@ -305,7 +301,6 @@ def test_excluded_sni_sent_to_a_blocked_sites_address_is_not_let_through(live, h
     assert not recs, "logged as a tunnel: %r" % recs
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SNI_CLAIM)
 def test_excluded_sni_that_resolves_nowhere_is_not_tunnelled_on_the_claim_alone(live):
     """x.unresolved.test matches the exclusion *.unresolved.test, but neither
     the hosts file nor DNS (there is none in the namespace) gives it an

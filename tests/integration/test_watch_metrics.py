@@ -130,9 +130,6 @@ def test_watch_shows_a_blocked_decoded_connect_with_verdict_and_rule(agent, orig
     assert any(" block " in x and "block[0]" in x for x in rows), out
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug (reported to the lead): a blocked CONNECT that is closed "
-                   "without decoding (non-TLS bytes; also the 403 refusal of an excluded+blocked host) "
-                   "emits no verdict event: `shoji watch` shows verdict and rule '-'")
 def test_watch_shows_a_blocked_undecodable_connect_with_verdict_and_rule(agent, echo_server):
     """CONNECT other.test (blocked), then bytes that are not TLS: no page is
     possible, the connection is closed; the view must still say block."""
