@@ -127,7 +127,9 @@ EOF
 }
 
 start_shoji() {
-  "$BUILD/shoji" ca init --state-dir "$W/shoji/state" >/dev/null || return 1
+  if [ ! -f "$W/shoji/state/ca.crt" ]; then
+    "$BUILD/shoji" ca init --state-dir "$W/shoji/state" >/dev/null || return 1
+  fi
   "$BUILD/shoji" run --listen 127.0.0.1:$P_SHOJI --state-dir "$W/shoji/state" \
     --policy "$W/shoji/policy.json" --upstream-ca "$W/pki/ca.crt" \
     --access-log /dev/null --workers "$NCPU" --max-connections 30000 \
