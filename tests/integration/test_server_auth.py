@@ -51,12 +51,15 @@ def test_wrong_password_is_refused_and_repeated_failures_lock_out(srv):
 
 
 def test_an_expired_session_is_refused(make_server, admin_token):
-    s = make_server(*FAST, "--session-secs", "2")
+    # Long enough that a slow (sanitizer, loaded machine) login is still
+    # fresh for the first request; then wait past it.
+    s = make_server(*FAST, "--session-secs", "6")
     c = s.client()
+    t0 = time.monotonic()
     r = login(c)
-    assert "Max-Age=2" in r.header("Set-Cookie")
+    assert "Max-Age=6" in r.header("Set-Cookie")
     assert c.get("/api/v1/agents").status == 200
-    time.sleep(3)
+    time.sleep(max(0.0, 7.5 - (time.monotonic() - t0)))
     r = c.get("/api/v1/agents")
     assert r.status == 401 and "expired" in r.json["error"]
 
