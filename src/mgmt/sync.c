@@ -26,7 +26,7 @@
 
 void mgmt_note_error(struct mgmt *m, const char *what, const char *err)
 {
-    char line[sizeof m->errors[0]];
+    char line[UTIL_ERRLEN + 96];
     snprintf(line, sizeof line, "%s: %s", what, err);
     pthread_mutex_lock(&m->lock);
     util_strlcpy(m->errors[m->nerrors % MGMT_ERRORS], line, sizeof m->errors[0]);
