@@ -64,6 +64,8 @@ static void log_exchange(struct conn *c, const char *error)
             off += (size_t)n;
         }
         r.categories = cats;
+    } else if (ex->verdict_set) {
+        r.categories = "";   /* decided, in no category: an empty list */
     }
     access_log_write(c->w->sh->alog, &r);
     ex->logged = true;
