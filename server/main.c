@@ -293,8 +293,8 @@ int main(int argc, char **argv)
     if (parse(argc, argv, start, &o) < 0)
         return 2;
     o.c.retention_secs *= 86400;      /* parsed as days */
-    if (!o.c.console_dir && access(SHOJI_SOURCE_DIR "/server/console/index.html", R_OK) == 0)
-        o.c.console_dir = SHOJI_SOURCE_DIR "/server/console";
+    if (!o.c.console_dir && access(SHOJI_SOURCE_DIR "/console/index.html", R_OK) == 0)
+        o.c.console_dir = SHOJI_SOURCE_DIR "/console";
     if (o.c.stale_secs < o.c.online_secs)
         o.c.stale_secs = o.c.online_secs;
     if (migrate_only) {
