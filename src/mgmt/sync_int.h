@@ -4,6 +4,7 @@
 #define SHOJI_MGMT_SYNC_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,7 +22,8 @@ struct mgmt {
     pthread_t thread;
     pthread_mutex_t lock;             /* guards what follows */
     pthread_cond_t cond;
-    bool stop, wake;
+    atomic_bool stop;                 /* read by the thread between calls */
+    bool wake;
     struct buf q[2];                  /* NDJSON per kind, from the workers */
     uint64_t qlines[2];
     uint64_t mem_dropped;
