@@ -65,21 +65,35 @@ APP.pages.conflicts = function (view) {
         el('td', { text: c.host }), el('td', { text: c.app || '' }), el('td', { 'class': 'num', text: c.events }),
         el('td', { 'class': 'num', text: c.agents }), el('td', { text: fmt_time(c.last_seen) }),
         el('td', { text: c.reason || '' }),
-        el('td', { 'class': 'catalog-match' }, cat.map(function (e) {
-          return el('div', { title: (e.symptom && (e.symptom[LANG] || e.symptom.en)) || '', text: e.product + ' (' + e.id + ')' });
-        })),
+        el('td', { 'class': 'catalog-match' }, cat.map(function (e) { return catalog_cell(e, target); })),
         el('td', {}, [el('code', { text: rule_text(rule) }), el('button', { type: 'button', 'class': 'small permanent',
           text: t('conf.permanent'), onclick: function () { make_permanent(target.value, rule); } })])]);
     }), { id: 'conflicts' }));
   }).catch(fail);
 };
 
-function make_permanent(policy_id, rule) {
+/* A matching catalog entry, with a button per workaround that adds it. */
+function catalog_cell(e, target) {
+  var kids = [el('div', { title: (e.symptom && (e.symptom[LANG] || e.symptom.en)) || '', text: e.product + ' (' + e.id + ')' })];
+  (e.workarounds || []).forEach(function (w, i) {
+    var rules = (w.exclude_hosts || []).map(function (h) { return { key: 'decode.exclude_hosts', value: h }; })
+      .concat((w.disabled_apps || []).map(function (a) { return { key: 'disabled_apps', value: a }; }));
+    if (!rules.length) return;
+    kids.push(el('button', { type: 'button', 'class': 'small catalog-permanent', 'data-entry': e.id, 'data-fix': i,
+      text: t('conf.permanent') + ': ' + workaround_text(w), onclick: function () { make_permanent(target.value, rules); } }));
+  });
+  return el('div', {}, kids);
+}
+
+function make_permanent(policy_id, rules) {
   if (!policy_id) return flash(t('conf.nopolicy'), 'error');
+  rules = [].concat(rules);
+  var text = rules.map(rule_text).join('; ');
   api('GET', '/policies/' + policy_id).then(function (p) {
-    return api('POST', '/policies/' + p.id + '/versions', { document: add_rule(p.document, rule),
-      comment: 'conflict made permanent: ' + rule_text(rule), base_version: p.version }).then(function (r) {
-      flash(t('conf.made', { rule: rule_text(rule), p: p.name, v: r.version }));
+    var doc = rules.reduce(add_rule, p.document);
+    return api('POST', '/policies/' + p.id + '/versions', { document: doc,
+      comment: 'conflict made permanent: ' + text, base_version: p.version }).then(function (r) {
+      flash(t('conf.made', { rule: text, p: p.name, v: r.version }));
     });
   }).catch(fail);
 }

@@ -11,7 +11,7 @@ build_pkgs=(build-essential cmake pkg-config clang
   openssl ca-certificates libnss3-tools)
 test_pkgs=(libcmocka-dev libclang-rt-14-dev python3 python3-pytest
   python3-cryptography python3-jsonschema curl iproute2 nftables procps psmisc
-  postgresql sqlite3 nodejs npm chromium)
+  postgresql sqlite3 nodejs npm chromium fonts-ipafont-gothic)
 bench_pkgs=(nginx squid-openssl mitmproxy privoxy tinyproxy wrk linux-perf)
 
 pkgs=("${build_pkgs[@]}")

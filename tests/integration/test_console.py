@@ -8,7 +8,9 @@ node scripts in tests/integration/browser/.
                         real request; the block is in the log search, its CSV
                         and the chart; a learned conflict (a real one: a client
                         that trusts only the origin's CA) is made permanent;
-                        the version diff shows it; log out.
+                        a catalog workaround is applied from a conflict that
+                        matches a catalog entry; the version diff shows them;
+                        log out.
   console_refusals.mjs  wrong password, lock-out, missing CSRF token, expired
                         session, shown by the page (in Japanese), language switch.
 
@@ -25,7 +27,9 @@ import pytest
 
 from helpers.client import tls_via_proxy
 from helpers.agent import run_cli as shoji_cli
-from server_helpers.server import REPO, Server, run_cli as server_cli
+import json
+
+from server_helpers.server import REPO, Server, gz_lines, run_cli as server_cli
 from test_agent_sync import agent_id, enroll, set_policy, wait_for
 
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -129,6 +133,14 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
         wait_for(lambda: any(c["host"] == "good.test" for c in
                              server.admin.get("/api/v1/conflicts").json["conflicts"]), 15,
                  "the learned conflict on the server")
+        # A conflict line as an agent on a Windows PC with Trend Micro would
+        # send it (the Linux agent cannot produce NTRTSCAN): matches a catalog entry.
+        cred = json.load(open(os.path.join(a.state_dir, "mgmt.json")))["credential"]
+        r = server.client(auth=cred).put("/api/v1/agent/conflicts/console-1", raw=gz_lines([{
+            "time": int(time.time()), "app": "NTRTSCAN", "host": "x.icrc.trendmicro.com",
+            "reason": "client alert unknown_ca", "suggestion": ""}]),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"})
+        assert r.status == 201, r
         hostname = server.admin.get("/api/v1/agents/%s" % aid).json["hostname"]
         out = run_node("console_flow.mjs", tmp_path, SHOJI_URL="https://127.0.0.1:%d" % server.port,
                        SHOJI_PROXY_PORT=a.port, SHOJI_AGENT_HOSTNAME=hostname,
@@ -136,11 +148,12 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
         assert "STEP log out" in out
         # What the browser did is what the server now has.
         p = server.admin.get("/api/v1/policies/%s" % pid).json
-        assert p["version"] == 3
+        assert p["version"] == 4
         doc = p["document"]
         assert doc["categories"] == {"games": "block"} and doc["category_db"] == catdb
         assert "*icrc.trendmicro.com" in doc["decode"]["exclude_hosts"]
         assert any(isinstance(x, dict) and x.get("hosts") == ["good.test"] for x in doc["disabled_apps"]), doc
+        assert "NTRTSCAN" in doc["disabled_apps"], doc
         versions = server.admin.get("/api/v1/policies/%s/versions" % pid).json["versions"]
         assert [v["created_by"] for v in versions][:2] == ["admin", "admin"]
     finally:

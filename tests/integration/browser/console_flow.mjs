@@ -3,7 +3,8 @@
 // next to its field; block a category and apply a catalog entry in the
 // editor; the agent then blocks a real request through it; the block is in
 // the log search (and its CSV export) and the dashboard chart; a learned
-// conflict is made permanent; the versions diff shows it; log out.
+// conflict is made permanent, and a catalog workaround for a conflict that
+// matches a catalog entry; the versions diff shows them; log out.
 // Env: SHOJI_URL SHOJI_USER SHOJI_PASSWORD SHOJI_SHOTS SHOJI_PROXY_PORT
 //      SHOJI_AGENT_HOSTNAME SHOJI_CONFLICT_HOST
 import http from 'node:http';
@@ -117,13 +118,21 @@ run(async ({ page }) => {
   await shot(page, 'conflicts');
   await crow.locator('button.permanent').click();
   await flashText(page, /version 3|第 3 版/);
+  // A conflict on a host of a catalog entry shows the entry and its workarounds.
+  const trow = page.locator('#conflicts tr[data-host="x.icrc.trendmicro.com"]');
+  check((await trow.locator('.catalog-match').textContent()).includes('Trend Micro Business Security'),
+    'the matching catalog entry is shown');
+  await trow.locator('button.catalog-permanent[data-entry="trendmicro-bs9-smartscan"][data-fix="1"]').click(); // NTRTSCAN
+  await flashText(page, /version 4|第 4 版/);
 
   step('versions: the diff shows the new rule; roll-back buttons');
   await page.click('#nav a[data-page=policy]');
-  await page.waitForSelector('#versions-table tr[data-version="3"]');
-  check((await page.inputValue('#f-disabled_apps')).includes(conflictHost), 'the rule is in the editor');
+  await page.waitForSelector('#versions-table tr[data-version="4"]');
+  const apps = await page.inputValue('#f-disabled_apps');
+  check(apps.includes(conflictHost) && apps.includes('NTRTSCAN'), 'both rules are in the editor: ' + apps);
   await page.click('#versions-table tr[data-version="2"] .diff-btn');
   await page.waitForSelector(`#diff .add:has-text("${conflictHost}")`);
+  await page.waitForSelector('#diff .add:has-text("NTRTSCAN")');
   await page.locator('#versions').scrollIntoViewIfNeeded();
   await shot(page, 'versions');
 

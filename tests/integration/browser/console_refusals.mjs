@@ -31,6 +31,9 @@ run(async ({ page }) => {
   step('missing CSRF token');
   await login(page, env('SHOJI_USER'), env('SHOJI_PASSWORD'));
   await page.waitForSelector('#top:not(.hidden)');
+  await page.waitForSelector('#blocked-chart');
+  check(await page.textContent('#nav a[data-page=agents]') === 'エージェント', 'navigation in Japanese');
+  await shot(page, 'dashboard-ja');
   await page.click('#nav a[data-page=policy]');
   await page.waitForSelector('#policy-create');
   await page.evaluate(() => sessionStorage.removeItem('shoji_csrf'));
