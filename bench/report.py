@@ -195,8 +195,14 @@ def targets(f):
               None if k is None else (k < lim and bool(held)), "< %d KiB, all held" % lim)
     a, b = f.med(d, "rate", "lat_us", "p99"), f.med("direct", "rate", "lat_us", "p99")
     add = None if None in (a, b) else a - b
-    check(rows, "added p99 latency at %s" % rate_text(f), fmt(add, "{:+.0f} µs"),
-          None if add is None else add < 1000, "< 1 ms")
+    if b is not None and b > 5000:
+        # the direct p99 itself is far above the target: the machine is too
+        # busy for a 1 ms verdict either way
+        rows.append("| added p99 latency at %s | < 1 ms | %+.0f µs | not measurable: direct p99"
+                    " is %.1f ms |" % (rate_text(f), add, b / 1000))
+    else:
+        check(rows, "added p99 latency at %s" % rate_text(f), fmt(add, "{:+.0f} µs"),
+              None if add is None else add < 1000, "< 1 ms")
     return rows
 
 
