@@ -257,15 +257,42 @@ static int body_done(const struct http_response *hr, const char *b, size_t n, bo
     }
 }
 
+int mgmt_http_parse_answer(const char *buf, size_t len, bool eof, const char *method,
+                           struct mgmt_http_resp *resp)
+{
+    struct http_limits lim;
+    http_limits_default(&lim);
+    struct http_response hr;
+    for (;;) {
+        int head = http_parse_response(buf, len, &lim, sv_make(method, strlen(method)), &hr);
+        if (head == HTTP_ERROR || (head == 0 && eof))
+            return -EPROTO;
+        if (head == 0)
+            return 0;
+        if (hr.status >= 200) {
+            int d = body_done(&hr, buf + head, len - (size_t)head, eof, resp);
+            if (d == 1) {
+                resp->status = hr.status;
+                const struct http_header *et = http_find_header(hr.headers, hr.nheaders, "ETag");
+                if (et)
+                    sv_copy(resp->etag, sizeof resp->etag, et->value);
+                if (buf_append(&resp->body, "", 1) < 0)   /* NUL-terminate for jansson */
+                    return -E2BIG;
+                resp->body.len--;
+            }
+            return d;
+        }
+        buf += head;   /* 100 Continue: the next head follows */
+        len -= (size_t)head;
+    }
+}
+
 static int read_response(SSL *ssl, const struct mgmt_url *u, const char *method,
                          struct mgmt_http_resp *resp, char *err, size_t errlen)
 {
     struct buf raw;
     buf_init(&raw, MGMT_BODY_MAX + 65536);
-    struct http_limits lim;
-    http_limits_default(&lim);
-    struct http_response hr;
-    int head, rc = 0;
+    int rc = 0;
     for (;;) {
         bool eof = false;
         if (buf_reserve(&raw, 16384) < 0) {
@@ -277,35 +304,17 @@ static int read_response(SSL *ssl, const struct mgmt_url *u, const char *method,
             raw.len += (size_t)n;
         else
             eof = true;
-        /* Parsed again after every read: the views point into `raw`,
-         * which may have moved. */
-        head = http_parse_response(raw.p, raw.len, &lim, sv_make(method, strlen(method)), &hr);
-        if (head == HTTP_ERROR || (head == 0 && eof)) {
-            rc = util_err(err, errlen, -EPROTO, "%s: %s", u->authority,
-                          head == HTTP_ERROR ? "malformed HTTP answer"
-                                             : "connection closed or timed out before an answer");
-            break;
-        }
-        if (head == 0)
-            continue;
-        if (hr.status < 200) {   /* 100 Continue: parse the next head */
-            buf_consume(&raw, (size_t)head);
-            continue;
-        }
-        int d = body_done(&hr, raw.p + head, raw.len - (size_t)head, eof, resp);
+        /* Parsed again from the start after every read: simple, and the
+         * answers are small. */
+        int d = mgmt_http_parse_answer(raw.p, raw.len, eof, method, resp);
         if (d < 0) {
-            rc = util_err(err, errlen, d, "%s: truncated or malformed answer body", u->authority);
+            rc = util_err(err, errlen, d, "%s: %s", u->authority,
+                          raw.len == 0 ? "connection closed or timed out before an answer"
+                                       : "malformed, truncated or too large answer");
             break;
         }
-        if (d == 1) {
-            resp->status = hr.status;
-            const struct http_header *et = http_find_header(hr.headers, hr.nheaders, "ETag");
-            if (et)
-                sv_copy(resp->etag, sizeof resp->etag, et->value);
-            buf_append(&resp->body, "", 1);   /* NUL-terminate for jansson */
-            resp->body.len--;
+        if (d == 1)
             break;
-        }
     }
     buf_free(&raw);
     return rc;

@@ -49,6 +49,12 @@ int mgmt_https(const struct mgmt_url *u, const char *pin, const struct mgmt_http
                struct mgmt_http_resp *resp, char *seen_fp, unsigned timeout_ms, char *err,
                size_t errlen);
 void mgmt_http_resp_free(struct mgmt_http_resp *r);
+/* Parses a whole answer (head, then a Content-Length, chunked or
+ * until-close body) from buf[0..len); `eof`: the connection ended there.
+ * 1 complete (resp->status, etag and body set; body NUL-terminated), 0 need
+ * more bytes, <0 malformed or too large. resp->body must be initialised. */
+int mgmt_http_parse_answer(const char *buf, size_t len, bool eof, const char *method,
+                           struct mgmt_http_resp *resp);
 /* The "error" member of a JSON error body, or "" */
 void mgmt_http_error_text(const struct mgmt_http_resp *r, char *out, size_t cap);
 

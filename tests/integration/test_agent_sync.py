@@ -300,9 +300,12 @@ def test_forged_credential_gets_nothing(server, synced, make_origin):
         assert c.request("GET", origin.url("/forged")).status == 200
     wait_for(lambda: "401" in synced.stderr() or "credential" in synced.stderr(), 10,
              "the agent to report the refusal")
+    spool = os.path.join(synced.state_dir, "spool", "logs")
+    wait_for(lambda: os.listdir(spool), 10, "the line to be spooled")
+    time.sleep(1.5)   # upload attempts are refused meanwhile
     assert all_logs(server) == []
     # The batch is kept for when the credential is fixed, not dropped.
-    assert os.listdir(os.path.join(synced.state_dir, "spool", "logs"))
+    assert os.listdir(spool)
 
 
 # ---- unenrol ------------------------------------------------------------------------------
