@@ -17,6 +17,7 @@ node scripts in tests/integration/browser/.
 Screenshots go to tmp_path/shots; SHOJI_UPDATE_SCREENSHOTS=1 also copies them
 to docs/screenshots/.
 """
+import json
 import os
 import shutil
 import ssl
@@ -26,11 +27,8 @@ import time
 import pytest
 
 from helpers.client import tls_via_proxy
-from helpers.agent import run_cli as shoji_cli
-import json
-
+from helpers.agent import run_cli as shoji_cli, sanitizer_env, shoji_bin
 from server_helpers.server import REPO, Server, gz_lines, run_cli as server_cli
-from test_agent_sync import agent_id, enroll, set_policy, wait_for
 
 ADMIN_PASSWORD = "correct horse battery staple"
 NODE = shutil.which("node")
@@ -60,6 +58,31 @@ def console_dir():
     if not os.path.exists(cat):   # normally made by the CMake configure step
         shutil.copyfile(os.path.join(REPO, "data", "compat.json"), cat)
     return d
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def enroll(server, agent, tmp_path):
+    """`shoji enroll` with a fresh enrolment token, pinning the server's fingerprint."""
+    tok = server.admin.post("/api/v1/enrol-tokens", {"name": "console test"})
+    assert tok.status == 201, tok
+    machine = tmp_path / "machine-id"
+    machine.write_text(os.urandom(16).hex() + "\n")
+    p = subprocess.run([shoji_bin(), "enroll", "--server", "https://127.0.0.1:%d" % server.port,
+                        "--token", tok.json["token"], "--fingerprint", server.fingerprint,
+                        "--state-dir", agent.state_dir, "--machine-id-file", str(machine),
+                        "--timeout", "10"], capture_output=True, text=True, env=sanitizer_env(), timeout=60)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(agent.state_dir, "mgmt.json")) as f:
+        return json.load(f)
 
 
 def start_server(tmp_path, console_dir, *extra):
@@ -115,8 +138,7 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
     server = start_server(tmp_path, console_dir)
     try:
         a = agent_factory(extra_args=["--sync-interval", "1"])
-        r = enroll(server, a.state_dir, tmp_path)
-        assert r.returncode == 0, r.stderr
+        mgmt = enroll(server, a, tmp_path)
         # What an admin script does once: the first policy, pointing at the
         # category database path on the agents.
         r = server.admin.post("/api/v1/policies", {"name": "default", "comment": "initial",
@@ -125,7 +147,7 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
         pid = r.json["id"]
         assert server.admin.put("/api/v1/groups/default", {"policy_id": pid}).status == 200
         a.start()
-        aid = agent_id(a.state_dir)
+        aid = mgmt["agent_id"]
         etag = server.admin.get("/api/v1/policies/%s" % pid).json["etag"]
         wait_for(lambda: server.admin.get("/api/v1/agents/%s" % aid).json["policy_etag"] == etag, 15,
                  "the agent to apply the first policy")
@@ -135,8 +157,7 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
                  "the learned conflict on the server")
         # A conflict line as an agent on a Windows PC with Trend Micro would
         # send it (the Linux agent cannot produce NTRTSCAN): matches a catalog entry.
-        cred = json.load(open(os.path.join(a.state_dir, "mgmt.json")))["credential"]
-        r = server.client(auth=cred).put("/api/v1/agent/conflicts/console-1", raw=gz_lines([{
+        r = server.client(auth=mgmt["credential"]).put("/api/v1/agent/conflicts/console-1", raw=gz_lines([{
             "time": int(time.time()), "app": "NTRTSCAN", "host": "x.icrc.trendmicro.com",
             "reason": "client alert unknown_ca", "suggestion": ""}]),
             headers={"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"})
@@ -148,12 +169,14 @@ def test_console_flow_with_a_real_agent(playwright, console_dir, tmp_path, agent
         assert "STEP log out" in out
         # What the browser did is what the server now has.
         p = server.admin.get("/api/v1/policies/%s" % pid).json
-        assert p["version"] == 4
-        doc = p["document"]
+        v2 = server.admin.get("/api/v1/policies/%s/versions/2" % pid).json
+        assert p["version"] == 5 and p["document"] == v2["document"]   # rolled back to v2
+        doc = server.admin.get("/api/v1/policies/%s/versions/4" % pid).json["document"]
         assert doc["categories"] == {"games": "block"} and doc["category_db"] == catdb
         assert "*icrc.trendmicro.com" in doc["decode"]["exclude_hosts"]
         assert any(isinstance(x, dict) and x.get("hosts") == ["good.test"] for x in doc["disabled_apps"]), doc
         assert "NTRTSCAN" in doc["disabled_apps"], doc
+        assert server.admin.get("/api/v1/agents/%s" % aid).json["state"] != "deleted"   # restored
         versions = server.admin.get("/api/v1/policies/%s/versions" % pid).json["versions"]
         assert [v["created_by"] for v in versions][:2] == ["admin", "admin"]
     finally:

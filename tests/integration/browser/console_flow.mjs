@@ -4,7 +4,9 @@
 // editor; the agent then blocks a real request through it; the block is in
 // the log search (and its CSV export) and the dashboard chart; a learned
 // conflict is made permanent, and a catalog workaround for a conflict that
-// matches a catalog entry; the versions diff shows them; log out.
+// matches a catalog entry; the versions diff shows them; roll back; log
+// pages, time range and application filters; delete and restore the agent;
+// log out.
 // Env: SHOJI_URL SHOJI_USER SHOJI_PASSWORD SHOJI_SHOTS SHOJI_PROXY_PORT
 //      SHOJI_AGENT_HOSTNAME SHOJI_CONFLICT_HOST
 import http from 'node:http';
@@ -105,6 +107,38 @@ run(async ({ page }) => {
   check(csv.startsWith('time,agent_id,agent_hostname,app,method,url,host,status,categories,action'), 'CSV header');
   check(/games\.test.*,403,games,block,/.test(csv), 'the CSV has the blocked line: ' + csv.slice(0, 400));
 
+  step('log search: pagination, time range, application');
+  for (let i = 0; i < 60; i++) check(await viaProxy('http://games.test/page-' + i) === 403, 'blocked ' + i);
+  await page.selectOption('#logs-limit', '50');
+  // The 60 lines arrive within a few sync intervals: page until page 2 has them.
+  let n2 = 0, first1 = '';
+  for (let i = 0; i < 30 && n2 < 11; i++) {
+    await page.click('#logs-search');
+    await waitText(page, '#logs-page', /1/);
+    await page.waitForTimeout(500);
+    if (await page.locator('#logs-next:not([disabled])').count() === 0) continue;
+    check(await page.locator('#logs-result tbody tr').count() === 50, '50 rows on page 1');
+    first1 = await page.locator('#logs-result tbody tr').first().textContent();
+    await page.click('#logs-next');
+    await waitText(page, '#logs-page', /2/);
+    n2 = await page.locator('#logs-result tbody tr').count();
+  }
+  check(n2 >= 11 && n2 <= 50, 'page 2 has the rest of the 61 blocked lines: ' + n2);
+  check(!(await page.textContent('#logs-result')).includes(first1), 'page 2 does not repeat page 1');
+  await page.click('#logs-prev');
+  await waitText(page, '#logs-page', /1/);
+  await page.fill('#logs-app', 'node');               // this script made the requests
+  await page.click('#logs-search');
+  await waitText(page, '#logs-page', /1/);
+  await page.locator('#logs-result tbody tr').first().waitFor();
+  await page.fill('#logs-app', 'firefox');
+  await page.click('#logs-search');
+  await page.locator('#logs-result p').waitFor();     // "no matching log lines"
+  await page.fill('#logs-app', '');
+  await page.fill('#logs-from', '2099-01-01T00:00');
+  await page.click('#logs-search');
+  await page.locator('#logs-result p').waitFor();
+
   step('dashboard chart and top hosts show the block');
   await page.click('#nav a[data-page=dashboard]');
   await page.waitForSelector('#blocked-chart rect[data-category=games]');
@@ -135,6 +169,26 @@ run(async ({ page }) => {
   await page.waitForSelector('#diff .add:has-text("NTRTSCAN")');
   await page.locator('#versions').scrollIntoViewIfNeeded();
   await shot(page, 'versions');
+
+  step('roll back to version 2');
+  page.on('dialog', (d) => d.accept());
+  await page.click('#versions-table tr[data-version="2"] .rollback-btn');
+  await flashText(page, /version 5|第 5 版/);
+  check(!(await page.inputValue('#f-disabled_apps')).includes('NTRTSCAN'), 'the editor shows version 2 again');
+
+  step('delete and restore the agent');
+  await page.click('#nav a[data-page=agents]');
+  await page.locator('#agents tbody tr', { hasText: hostname }).locator('a').click();
+  await page.click('#agent-delete');
+  await page.locator('#agent-detail [data-state=deleted]').waitFor();
+  await page.click('#nav a[data-page=agents]');
+  await page.locator('#agents').or(page.locator('#agents-table p')).first().waitFor();
+  check(await page.locator('#agents tbody tr', { hasText: hostname }).count() === 0, 'deleted agent hidden');
+  await page.check('#show-deleted');
+  await page.locator('#agents tbody tr', { hasText: hostname }).locator('[data-state=deleted]').waitFor();
+  await page.locator('#agents tbody tr', { hasText: hostname }).locator('a').click();
+  await page.click('#agent-restore');
+  await page.locator('#agent-detail #agent-delete').waitFor();
 
   step('log out');
   await page.click('#logout');
