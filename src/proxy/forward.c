@@ -183,6 +183,7 @@ static void send_head(struct conn *c)
     struct exchange *ex = c->ex;
     struct buf b;
     buf_init(&b, c->w->sh->cfg->limits.max_head + 4096);
+    buf_reserve(&b, 2048);   /* one allocation for a typical head */
     if (ex->drop_header)
         drop_header(&ex->req, ex->drop_header);
     if (http_write_request_head(&b, &ex->req, ex->extra_headers[0] ? ex->extra_headers : NULL) < 0) {
@@ -559,6 +560,7 @@ static bool response_head(struct conn *c)
                                 !c->w->stopping && !ex->client_eof;
         struct buf b;
         buf_init(&b, lim.max_head + 4096);
+        buf_reserve(&b, 2048);
         int rc = http_write_response_head(&b, &ex->resp, ex->client_keep_alive, NULL);
         if (rc == 0)
             rc = pstream_write(c->client, b.p, b.len);

@@ -49,6 +49,8 @@ struct platform_proc_cache {
     size_t nhints, hint_next;
     int *pids;                    /* scratch for the /proc walk */
     size_t pids_cap;
+    int *fds;                     /* scratch for one fd directory */
+    size_t fds_cap;
     unsigned denied;              /* fd dirs we could not read in this lookup */
     struct platform_proc_stats st;
 };
@@ -82,6 +84,7 @@ void platform_proc_cache_free(struct platform_proc_cache *c)
         close(c->nl);
     free(c->slots);
     free(c->pids);
+    free(c->fds);
     free(c);
 }
 
@@ -173,8 +176,17 @@ static bool cache_entry_valid(const struct slot *s)
 
 /* ---- /proc walk ------------------------------------------------------- */
 
-/* Reads every fd of pid, caching the sockets. 1: want found (*fd_out set),
- * 0: not there, <0: directory unreadable. */
+static int cmp_int_desc(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x < y) - (x > y);
+}
+
+/* Reads the fds of pid, newest (highest numbered) first, caching the
+ * sockets seen, until `want` is found. A process that opens many
+ * connections gets each new socket at its highest fd, so the one we look
+ * for is usually among the first links read instead of the last. 1: want
+ * found (*fd_out set), 0: not there, <0: directory unreadable. */
 static int scan_pid(struct platform_proc_cache *c, int pid, uint32_t want, int *fd_out)
 {
     char path[48];
@@ -185,25 +197,37 @@ static int scan_pid(struct platform_proc_cache *c, int pid, uint32_t want, int *
             c->denied++;
         return -errno;
     }
-    int dfd = dirfd(d), found = 0, count = 0;
+    int dfd = dirfd(d), found = 0;
+    size_t n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL && count++ < MAX_FDS_PER_PID) {
+    while ((e = readdir(d)) != NULL && n < MAX_FDS_PER_PID) {
         if (!isdigit((unsigned char)e->d_name[0]))
             continue;
-        char link[64];
-        ssize_t n = readlinkat(dfd, e->d_name, link, sizeof link);
+        if (n == c->fds_cap) {
+            size_t cap = c->fds_cap ? c->fds_cap * 2 : 256;
+            int *p = realloc(c->fds, cap * sizeof *p);
+            if (!p)
+                break;
+            c->fds = p;
+            c->fds_cap = cap;
+        }
+        c->fds[n++] = atoi(e->d_name);
+    }
+    qsort(c->fds, n, sizeof *c->fds, cmp_int_desc);
+    for (size_t i = 0; i < n && !found; i++) {
+        char name[16], link[64];
+        snprintf(name, sizeof name, "%d", c->fds[i]);
+        ssize_t len = readlinkat(dfd, name, link, sizeof link);
         c->st.fds_read++;
-        if (n <= 0 || n >= (ssize_t)sizeof link)
+        if (len <= 0 || len >= (ssize_t)sizeof link)
             continue;
-        uint32_t ino = parse_socket_link(link, n);
+        uint32_t ino = parse_socket_link(link, len);
         if (!ino)
             continue;
-        int fd = atoi(e->d_name);
-        cache_put(c, ino, pid, fd);
+        cache_put(c, ino, pid, c->fds[i]);
         if (ino == want) {
-            *fd_out = fd;
+            *fd_out = c->fds[i];
             found = 1;
-            break;
         }
     }
     closedir(d);
