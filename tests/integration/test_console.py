@@ -193,3 +193,11 @@ def test_console_refusals_are_shown_in_the_page(playwright, console_dir, tmp_pat
         assert server.admin.get("/api/v1/policies").json["policies"] == []
     finally:
         server.stop()
+
+
+def test_console_pure_functions_csv_diff_patterns_rules():
+    """CSV quoting and formula neutralising, the version diff, catalog host
+    patterns, conflict suggestions, ja/en string tables (no browser)."""
+    p = subprocess.run([NODE, os.path.join(REPO, "tests", "integration", "browser", "console_units.mjs")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip().endswith("OK"), p.stdout + p.stderr
