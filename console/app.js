@@ -148,7 +148,9 @@ function route() {
     flash(APP.pending_flash);
     APP.pending_flash = null;
   }
-  APP.pages[name](view, parts.slice(1).map(decodeURIComponent));
+  APP.pages[name](view, parts.slice(1).map(function (p) {
+    try { return decodeURIComponent(p); } catch (e) { return ''; }
+  }));
 }
 
 /* Shows `hash` again (re-rendered) with a message on top. */
