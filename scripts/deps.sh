@@ -11,7 +11,7 @@ build_pkgs=(build-essential cmake pkg-config clang
   openssl ca-certificates libnss3-tools)
 test_pkgs=(libcmocka-dev libclang-rt-14-dev python3 python3-pytest
   python3-cryptography python3-jsonschema curl iproute2 nftables procps psmisc
-  postgresql sqlite3 nodejs npm chromium fonts-ipafont-gothic)
+  postgresql sqlite3 nodejs chromium fonts-ipafont-gothic)
 bench_pkgs=(nginx squid-openssl mitmproxy privoxy tinyproxy wrk linux-perf)
 
 pkgs=("${build_pkgs[@]}")
@@ -27,6 +27,12 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: bundled with some nodejs builds (NodeSource), a separate Debian
+# package with Debian's own nodejs. Installing Debian's npm next to a
+# NodeSource nodejs conflicts, so ask for it only when it is really missing.
+if [ "$what" != build ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all ${#pkgs[@]} packages present"
   exit 0
