@@ -15,6 +15,7 @@ int cli_watch(int argc, char **argv);     /* watch.c */
 int cli_intercept(int argc, char **argv); /* intercept.c */
 int cli_enroll(int argc, char **argv);    /* enroll.c */
 int cli_unenroll(int argc, char **argv);  /* enroll.c */
+int cli_uninstall(int argc, char **argv); /* uninstall.c */
 
 /* Shared option helpers. */
 /* Matches "--name VALUE" or "--name=VALUE" at argv[*i]; on a match advances

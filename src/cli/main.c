@@ -19,6 +19,7 @@ static const struct command commands[] = {
     { "conflicts", cli_conflicts, "list | clear | promote: learned exclusions (automatic avoidance)" },
     { "explain", cli_explain, "URL [--app NAME] [--json]: the decision path for a request" },
     { "watch", cli_watch, "live view of connections: process, destination, SNI, verdict, rule" },
+    { "uninstall", cli_uninstall, "unenrol, remove the CA from the trust stores and the nftables table" },
     { "enroll", cli_enroll, "--server URL --token T: join a shoji-server (docs/SYNC.md)" },
     { "unenroll", cli_unenroll, "leave the shoji-server: delete this agent's account there" },
 };

@@ -325,3 +325,28 @@ def test_unenroll_retries_until_the_server_confirms_and_removes_the_agent(server
     assert server.admin.get("/api/v1/agents").json["agents"] == []
     gone = server.admin.get("/api/v1/agents?deleted=only").json["agents"]
     assert [(a["id"], a["deleted_reason"]) for a in gone] == [(aid, "unenrolled")]
+
+
+def test_uninstall_unenrols_and_removes_the_ca_from_the_trust_store(server, tmp_path):
+    """`shoji uninstall` deletes the agent's account on the server (the
+    vendor note's lesson: an uninstalled agent must not stay listed) and takes
+    the CA out of the trust store it was installed into."""
+    state = tmp_path / "st"
+    assert enroll(server, state, tmp_path).returncode == 0
+    trust = tmp_path / "trust"
+    env = dict(sanitizer_env(), SHOJI_TRUST_DIR=str(trust), SHOJI_SKIP_UPDATE_CA="1",
+               SHOJI_NSSDB_GLOB=str(tmp_path / "no-nss-here"))
+    r = subprocess.run([shoji_bin(), "ca", "init", "--state-dir", str(state)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([shoji_bin(), "ca", "install", "--state-dir", str(state)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert list(trust.glob("shoji-*.crt")), "ca install put nothing into the trust dir"
+    r = subprocess.run([shoji_bin(), "uninstall", "--state-dir", str(state), "--timeout", "20",
+                        "--keep-interception"],   # never touch this machine's nftables
+                       env=env, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(trust.glob("shoji-*.crt")), "the CA is still in the trust dir"
+    assert not (state / "mgmt.json").exists()
+    assert server.admin.get("/api/v1/agents").json["agents"] == []
