@@ -11,7 +11,7 @@ FUZZ_BUILD ?= build-fuzz
 STATE ?= state
 LISTEN ?= 127.0.0.1:3128
 FUZZ_SECONDS ?= 300
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 PYTEST ?= /usr/bin/python3 -m pytest
 
 .PHONY: all deps build build-asan build-fuzz run test unit integration fuzz-smoke fuzz bench clean

@@ -4,7 +4,9 @@
  * every agent enrols with one enrolment token (POST /api/v1/enrol, 201),
  * fetches its policy (200 + ETag) and posts its status. Phase 2 (measured,
  * bounded by -t seconds and -n requests): every agent, in turn, polls its
- * policy with If-None-Match (304 expected), posts its status (200), and every
+ * policy with If-None-Match (304 expected), posts its status (200), fetches
+ * its tasks (200, none queued) — what the agent does every sync interval,
+ * src/mgmt/sync.c and tasks.c — and every
  * --log-every turns uploads a gzip batch of --lines JSON lines with a new
  * batch id (201). T threads with blocking sockets serve N/T agents each, one
  * request at a time: at most T requests are in flight (a closed loop).
@@ -43,9 +45,10 @@
 #include <openssl/x509.h>
 #include <zlib.h>
 
-enum ep { EP_ENROL, EP_POLL_FIRST, EP_STATUS_FIRST, EP_POLL, EP_STATUS, EP_LOGS, EP_COUNT };
+enum ep { EP_ENROL, EP_POLL_FIRST, EP_STATUS_FIRST, EP_POLL, EP_STATUS, EP_TASKS, EP_LOGS,
+          EP_COUNT };
 static const char *ep_names[EP_COUNT] = { "enrol", "poll_first", "status_first", "poll",
-                                          "status", "logs" };
+                                          "status", "tasks", "logs" };
 
 #define RBUF_CAP (256 * 1024)
 #define SAMPLE_CAP (1u << 22)
@@ -474,6 +477,20 @@ static int agent_logs(struct worker *w, struct agent *a)
     return 0;
 }
 
+/* GET /api/v1/agent/tasks: none are queued, so 200 with an empty list. */
+static int agent_tasks(struct worker *w, struct agent *a)
+{
+    struct resp r;
+    if (exchange(w, a, EP_TASKS, "GET", "/api/v1/agent/tasks", "", "", 0, &r) != 0)
+        return -EIO;
+    if (r.status != 200 || !r.body || !strstr(r.body, "\"tasks\"")) {
+        bad_status(w, EP_TASKS, &r);
+        return -EPROTO;
+    }
+    w->ok[EP_TASKS]++;
+    return 0;
+}
+
 /* ---- the log batch ---- */
 
 static int make_batch(struct worker *w)
@@ -548,6 +565,7 @@ static void phase_steady(struct worker *w)
                 continue;
             agent_poll(w, a, EP_POLL);
             agent_status(w, a, EP_STATUS);
+            agent_tasks(w, a);
             if (o->log_every > 0 && a->turn % (unsigned)o->log_every ==
                                     (unsigned)a->idx % (unsigned)o->log_every)
                 agent_logs(w, a);

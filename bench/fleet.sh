@@ -164,7 +164,7 @@ rows = [
     ("steady: p50 ms (all)", lambda r: r["p50_ms"], "%.1f"),
     ("steady: p99 ms (all)", lambda r: r["p99_ms"], "%.1f"),
 ]
-for ep in ("poll", "status", "logs"):
+for ep in ("poll", "status", "tasks", "logs"):
     rows += [
         ("%s: requests/s" % ep, lambda r, e=ep: r["endpoints"][e]["rps"], "%.0f"),
         ("%s: p50 ms" % ep, lambda r, e=ep: r["endpoints"][e]["p50_ms"], "%.1f"),
