@@ -217,12 +217,12 @@ def test_unwritable_state_dir_is_a_clear_error_or_keeps_serving(tmp_path, hosts_
         subprocess.run(["umount", "-l", str(mnt)])
 
 
-def _mint_burst(port, ca, names, origin_port, origin_ca, stop):
+def _mint_burst(port, ca, targets, origin_ca, stop):
     """Decoded handshakes (mint + cache write) and handshakes that reject
     the agent's certificate (learned.json write), until stop is set."""
     i = 0
     while not stop.is_set():
-        name = names[i % len(names)]
+        name, origin_port = targets[i % len(targets)]
         i += 1
         trust = ca if i % 2 else origin_ca
         try:
@@ -237,8 +237,9 @@ def _mint_burst(port, ca, names, origin_port, origin_ca, stop):
 
 
 def test_kill_9_during_state_file_writes_never_leaves_a_corrupt_file(tmp_path, hosts_file, pki, make_origin):
-    names = ["race%d.test" % i for i in range(8)] + ["a.wild.test", "other.test", "echo.test"]
-    origin = make_origin("race0.test", pki.leaf("race0.test", sans=names, label="kill9-race"))
+    # one origin (one certificate, so one cached leaf) per name
+    names = ["race%d.test" % i for i in range(8)]
+    targets = [(n, make_origin(n, pki.leaf(n, label="kill9-" + n)).port) for n in names]
     pol = tmp_path / "policy.json"
     pol.write_text(json.dumps({"auto_avoid": {"enabled": True, "ttl": 3600, "scope": "host"}}))
     d = str(tmp_path / "state")
@@ -247,13 +248,14 @@ def test_kill_9_during_state_file_writes_never_leaves_a_corrupt_file(tmp_path, h
     a.ca_init()
     rnd = random.Random(1234)
     kills = 0
+    written = [0]
     t_end = time.monotonic() + 35
     for rnd_i in range(8):
         if time.monotonic() > t_end:
             break
         a.start()
         stop = threading.Event()
-        ths = [threading.Thread(target=_mint_burst, args=(a.port, a.ca_path, names[k::3], origin.port,
+        ths = [threading.Thread(target=_mint_burst, args=(a.port, a.ca_path, targets[k::3],
                                                            pki.ca_cert_path, stop)) for k in range(3)]
         for t in ths:
             t.start()
@@ -267,20 +269,31 @@ def test_kill_9_during_state_file_writes_never_leaves_a_corrupt_file(tmp_path, h
         a.proc = None
         a._close_files()
         _check_state(d)
+        written[0] += len(_cached(d)) + os.path.exists(os.path.join(d, "learned.json"))
+        if rnd_i < 7:   # start the next round empty, so that it writes again
+            for p in _cached(d):
+                os.unlink(p)
+            if os.path.exists(os.path.join(d, "learned.json")):
+                os.unlink(os.path.join(d, "learned.json"))
     assert kills >= 3
-    certs = [p for p in glob.glob(os.path.join(d, "certs", "**", "*.pem"), recursive=True)]
-    assert certs, "no certificate was ever cached: the test exercised nothing"
+    certs = _cached(d)
+    assert written[0] >= 8, "no certificate was ever cached: the test exercised nothing"
     # a clean start afterwards works and the state loads
     a.start()
     assert a.running()
     a.stop()
     learned = os.path.join(d, "learned.json")
-    print("\nkill -9 x%d: %d cached leaves, learned.json %s" % (
-        kills, len(certs), "present" if os.path.exists(learned) else "absent"))
+    print("\nkill -9 x%d: %d state files written and checked; at the end %d cached leaves, "
+          "learned.json %s" % (kills, written[0], len(certs),
+                               "present" if os.path.exists(learned) else "absent"))
+
+
+def _cached(d):
+    return glob.glob(os.path.join(d, "certs", "**", "*.pem"), recursive=True)
 
 
 def _check_state(d):
-    for p in glob.glob(os.path.join(d, "certs", "**", "*.pem"), recursive=True):
+    for p in _cached(d):
         with open(p, "rb") as f:
             data = f.read()
         try:
