@@ -886,8 +886,12 @@ static void tunnel_eof(struct conn *c, struct pstream *s)
  * does). */
 static bool hung_up_after_handshake(struct conn *c, struct pstream *s)
 {
+    /* Only a deliberate TLS close (close_notify or an alert) counts: a
+     * client that merely drops the socket after looking at the certificate
+     * (a probe, a monitoring check) is not refusing it. */
     return s == c->client && c->kind == CK_DECODE && c->state == CS_HEAD && c->requests == 0 &&
-           c->hs_done_us && util_mono_us() - c->hs_done_us < 1000000;
+           c->hs_done_us && util_mono_us() - c->hs_done_us < 1000000 &&
+           (s->close_notify || s->tls_alert >= 0);
 }
 
 void conn_on_eof(struct conn *c, struct pstream *s)

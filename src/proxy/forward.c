@@ -661,6 +661,7 @@ static void finish(struct conn *c)
         c->up = NULL;
         pstream_close(u);
     } else if (c->up) {
+        buf_free(&c->up->in);    /* idle between requests: hold no buffer */
         pstream_resume(c->up);   /* keep an eye on it between requests */
     }
     bool keep = ex->client_keep_alive && ex->req_body_done;

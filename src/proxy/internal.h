@@ -59,6 +59,7 @@ struct pstream {
     bool lingering;            /* FIN sent; discarding input until the peer's */
     size_t linger_bytes;
     int tls_alert;             /* fatal alert received from the peer, or -1 */
+    bool close_notify;         /* the peer ended TLS with close_notify */
     int error;                 /* last uv error, 0 if none */
     struct buf in;             /* plaintext received, not yet consumed */
     size_t pending;            /* bytes queued in uv writes */

@@ -197,8 +197,10 @@ static int tls_pump(struct pstream *s)
             continue;
         }
         int e = tls_error_code(s, r);
-        if (e == 1)
+        if (e == 1) {
             closed = true;
+            s->close_notify = true;
+        }
         else if (e < 0) {
             flush_wbio(s);
             if (got && s->conn)
