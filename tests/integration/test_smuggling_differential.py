@@ -7,7 +7,9 @@ well-framed requests for the accepted look-alikes.
 The origin is a raw TCP server (RawOrigin below), not helpers.origin: it
 keeps every byte per connection, answers each request it can frame with a
 small 200, and reports what it could not frame. A refused request must
-leave it with no complete request and no trace of the smuggled marker."""
+leave it with no complete request and no trace of the smuggled marker.
+The same vectors are also sent inside a decoded HTTPS connection to a raw
+TLS origin (TLSRawOrigin)."""
 import re
 import socket
 import threading
@@ -387,3 +389,99 @@ def test_agent_serves_after_every_vector(agent, raw_origin):
     with ProxyClient(agent.port) as c:
         c.send_raw(H(raw_origin.port, b"\r\n", method=b"GET"))
         assert c.response().status == 200
+
+
+# -- the same vectors inside a decoded HTTPS connection -----------------------
+
+class TLSRawOrigin(RawOrigin):
+    """RawOrigin behind TLS (a certificate for good.test from the test PKI)."""
+
+    def __init__(self, cert):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert.cert_path, cert.key_path)
+        super().__init__()
+
+    def _serve(self, c, data):
+        try:
+            c.settimeout(10)
+            c = self.ctx.wrap_socket(c, server_side=True)
+        except OSError:
+            c.close()
+            return
+        super()._serve(c, data)
+
+
+def _in_tls(data):
+    """A vector for plain.test as it reads inside a decoded good.test
+    connection (absolute https:// targets, good.test names)."""
+    return data.replace(b"http://", b"https://").replace(b"plain.test", b"good.test")
+
+
+@pytest.fixture
+def tls_raw_origin(certs):
+    o = TLSRawOrigin(certs["good"])
+    yield o
+    o.stop()
+
+
+def _decoded_send(agent, port, data, timeout=5):
+    from helpers.client import HTTPReader, connect_tunnel, tls_context
+    s, r = connect_tunnel(agent.port, "good.test", port)
+    assert r.status == 200
+    tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
+    tls.settimeout(timeout)
+    status, closed = None, False
+    try:
+        try:
+            tls.sendall(data)
+        except OSError:
+            pass
+        try:
+            status = HTTPReader(tls).head()[1]
+        except Exception:
+            status = None
+        try:
+            closed = tls.recv(65536) == b""
+            while not closed:
+                closed = tls.recv(65536) == b""
+        except OSError:
+            closed = True
+    finally:
+        tls.close()
+    return status, closed
+
+
+@pytest.mark.parametrize("name", sorted(n for n in VECTORS if not n.startswith("connect_")))
+def test_smuggling_vector_refused_inside_decoded_https(agent, tls_raw_origin, name):
+    make, expected = VECTORS[name]
+    status, closed = _decoded_send(agent, tls_raw_origin.port, _in_tls(make(tls_raw_origin.port)))
+    want = 400 if expected == "body" else expected
+    assert status == want, "%s (decoded): expected %s, got %s" % (name, want, status)
+    assert closed, "%s (decoded): connection left open" % name
+    time.sleep(0.2)
+    assert SMUGGLED not in tls_raw_origin.all_bytes()
+    if expected == "body":
+        assert tls_raw_origin.requests == [], (name, tls_raw_origin.requests)
+    else:
+        assert tls_raw_origin.all_bytes() == b"", (name, tls_raw_origin.all_bytes())
+    assert tls_raw_origin.errors == [], (name, tls_raw_origin.errors)
+
+
+@pytest.mark.parametrize("name", ["te_chunked_with_ext", "chunked_with_trailer", "value_with_tab"])
+def test_lookalike_inside_decoded_https_reaches_the_origin_well_framed(agent, tls_raw_origin, name):
+    """Proves the decoded path to the raw TLS origin works (so the refusals
+    above are refusals, not a broken path)."""
+    from helpers.client import HTTPReader, connect_tunnel, tls_context
+    make, body = LOOKALIKES[name]
+    s, _ = connect_tunnel(agent.port, "good.test", tls_raw_origin.port)
+    tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
+    tls.settimeout(5)
+    try:
+        tls.sendall(_in_tls(make(tls_raw_origin.port)))
+        r = HTTPReader(tls).response()
+    finally:
+        tls.close()
+    assert r.status == 200 and r.body == b"ok", r
+    assert tls_raw_origin.errors == []
+    assert len(tls_raw_origin.requests) == 1 and tls_raw_origin.requests[0]["body"] == body
