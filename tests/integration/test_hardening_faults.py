@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from helpers.agent import Agent, run_cli, sanitizer_env, sanitizer_report, shoji_bin
-from helpers.client import ProxyClient, connect_tunnel, tls_context
+from helpers.client import ProxyClient, connect_tunnel, https_get, tls_context
 
 
 def _metric(port, name):
@@ -183,8 +183,6 @@ def test_unwritable_state_dir_is_a_clear_error_or_keeps_serving(tmp_path, hosts_
         d = str(mnt / "state")
         run_cli(["ca", "init", "--state-dir", d])
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        a = Agent(d, hosts_path=hosts_file, upstream_ca=pki.ca_cert_path, access_log=None)
-        a.stderr_path = None
         port = _port()
         cmd = [shoji_bin(), "run", "--listen", "127.0.0.1:%d" % port, "--state-dir", d,
                "--hosts", hosts_file, "--upstream-ca", pki.ca_cert_path, "--workers", "1"]
@@ -196,8 +194,8 @@ def test_unwritable_state_dir_is_a_clear_error_or_keeps_serving(tmp_path, hosts_
                 served = None
                 while time.monotonic() < deadline and proc.poll() is None:
                     try:
-                        r, _ = __import__("helpers.client", fromlist=["x"]).https_get(
-                            port, "good.test", origins["good"].port, "/ro", cafile=os.path.join(d, "ca.crt"))
+                        r, _ = https_get(port, "good.test", origins["good"].port, "/ro",
+                                         cafile=os.path.join(d, "ca.crt"))
                         served = r.status
                         break
                     except (ConnectionRefusedError, OSError):

@@ -4,8 +4,6 @@ the service keeps working), oversized heads (431), the TLS handshake timeout
 (client side and origin side), an origin that never answers (504), and
 bounded memory with 2,000 concurrent slow clients (RSS printed with -s and
 recorded in docs/SECURITY.md)."""
-import os
-import resource
 import socket
 import threading
 import time

@@ -5,7 +5,6 @@ still decodes and identifies applications), CA key 0600 root.
 The listener tests that need a non-loopback address run the agent in a
 private network namespace with a veth pair (10.77.0.0/24), so nothing
 is exposed on the host's network."""
-import json
 import os
 import shutil
 import subprocess

@@ -7,7 +7,6 @@ pooled upstream connection is left), RSS is printed, and SIGTERM gives exit
 0 with no LeakSanitizer report (Agent.stop(check=True)). RSS growth is
 checked with a 4 MiB ASan quarantine (the default 256 MiB hides real growth)."""
 import os
-import socket
 import threading
 import time
 
