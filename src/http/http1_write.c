@@ -60,10 +60,16 @@ static int write_fields(struct buf *out, const struct http_header *h, size_t n, 
     struct hop_set hs;
     hop_collect(h, n, &hs);
     int rc = 0;
+    struct sv cl = { NULL, 0 };
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct sv name = h[i].name;
         if (skip_host && HTTP_IEQ(name, "host"))
             continue;
+        if (HTTP_IEQ(name, "content-length")) {
+            if (!cl.p)   /* the parser made sure all values agree */
+                cl = h[i].value;
+            continue;
+        }
         if (!(keep_upgrade && HTTP_IEQ(name, "upgrade")) && hop_is(h, n, &hs, name))
             continue;
         rc = put_sv(out, name);
@@ -73,6 +79,14 @@ static int write_fields(struct buf *out, const struct http_header *h, size_t n, 
             rc = put_sv(out, h[i].value);
         if (!rc)
             rc = buf_append(out, "\r\n", 2);
+    }
+    if (cl.p && rc == 0) {
+        /* One Content-Length, whatever the message repeated ("5, 5" or the
+         * field twice): a strict next hop refuses duplicates. */
+        size_t d = 0;
+        while (d < cl.n && cl.p[d] >= '0' && cl.p[d] <= '9')
+            d++;
+        rc = buf_printf(out, "Content-Length: %.*s\r\n", (int)d, cl.p);
     }
     return rc;
 }

@@ -274,6 +274,7 @@ void conn_start_head(struct conn *c)
 {
     c->state = CS_HEAD;
     c->head_scanned = 0;
+    c->head_deadline_set = c->client->in.len > 0;   /* pipelined: the head has begun */
     conn_set_timer(c, c->client->in.len ? c->w->sh->cfg->limits.header_timeout_ms
                                         : c->w->sh->cfg->limits.idle_timeout_ms);
     if (c->client->in.len == 0)
@@ -281,6 +282,16 @@ void conn_start_head(struct conn *c)
     pstream_resume(c->client);
     if (!c->dead && c->state == CS_HEAD && c->client && c->client->in.len)
         conn_on_data(c, c->client);
+}
+
+/* The header timeout runs from the first byte of a head, and progress does
+ * not extend it (a client trickling a byte at a time still gets its 408). */
+static void head_deadline(struct conn *c)
+{
+    if (c->head_deadline_set)
+        return;
+    c->head_deadline_set = true;
+    conn_set_timer(c, c->w->sh->cfg->limits.header_timeout_ms);
 }
 
 static bool valid_connect_host(const char *h)
@@ -369,7 +380,7 @@ static void handle_head(struct conn *c)
     if (c->head_scanned < s->in.len && s->in.len < lim.max_head &&
         !memchr(s->in.p + c->head_scanned, '\n', s->in.len - c->head_scanned)) {
         c->head_scanned = s->in.len;
-        conn_set_timer(c, c->w->sh->cfg->limits.header_timeout_ms);
+        head_deadline(c);
         return;
     }
     c->head_scanned = s->in.len;
@@ -379,7 +390,7 @@ static void handle_head(struct conn *c)
             reply_and_close(c, 431, "Request Header Fields Too Large", "The request head is too large.");
             return;
         }
-        conn_set_timer(c, c->w->sh->cfg->limits.header_timeout_ms);
+        head_deadline(c);
         return;
     }
     if (r < 0) {
@@ -1085,8 +1096,21 @@ static void on_timer(uv_timer_t *t)
             conn_close(c);   /* idle keep-alive connection */
         break;
     case CS_PEEK:
-        c->tunnel_mode = "tunnel";
-        start_tunnel(c);     /* a client that waits for the server to speak */
+        if (c->client && c->client->in.len == 0 && !c->connect_blocked) {
+            c->tunnel_mode = "tunnel";
+            start_tunnel(c);   /* a client that waits for the server to speak */
+        } else if (c->client && c->client->in.len && !c->peek_extended) {
+            /* Started a ClientHello and stalled: give it the handshake
+             * time, never a free pass — tunnelling a slow hello would let
+             * any client skip the filter by trickling its first bytes. */
+            c->peek_extended = true;
+            conn_set_timer(c, c->w->sh->cfg->limits.handshake_timeout_ms);
+        } else {
+            conn_log_tunnel(c, "tunnel", c->connect_blocked ? "blocked host, nothing to decode"
+                                                            : "the ClientHello did not arrive in time");
+            c->kind = CK_HTTP;   /* logged */
+            conn_close(c);
+        }
         break;
     case CS_CONNECTING:
         up_connect_timeout(c);

@@ -171,6 +171,8 @@ struct conn {
     bool have_proc;
     bool evented;              /* an open event was published */
     size_t head_scanned;       /* bytes of client->in already searched for a line end */
+    bool head_deadline_set;    /* the header timeout runs for this head */
+    bool peek_extended;        /* a stalled ClientHello got the handshake time */
     unsigned requests;         /* requests seen on this connection */
     uint64_t hs_done_us;       /* when the client handshake finished (decode) */
     char cert_name[128];       /* the origin certificate's first name, for watch */

@@ -428,6 +428,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
 
 struct main_ctx {
     struct proxy_shared *sh;
+    int *fds;                  /* 3 per worker: listener, transparent, its IPv6 twin */
     struct admin *admin;
     uv_timer_t heartbeat;
     bool heartbeat_on;
@@ -483,12 +484,29 @@ static void on_heartbeat(uv_timer_t *t)
     }
 }
 
-static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg, char *err, size_t errlen)
+/* What needs root: the CA key (readable by root only) and the access log
+ * (often in a root-owned directory). Runs before the privileges are dropped. */
+static int setup_privileged(struct proxy_shared *sh, const struct proxy_config *cfg, char *err,
+                            size_t errlen)
 {
     int rc = tls_ca_load(cfg->state_dir, &sh->ca, err, errlen);
     if (rc < 0)
         return rc;
-    if ((rc = tls_minter_new(&sh->ca, cfg->state_dir, 0, &sh->minter, err, errlen)) < 0)
+    if (cfg->access_log || mgmt_enrolled(cfg->state_dir)) {   /* enrolled: lines are uploaded */
+        enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
+        if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Everything else; runs as the agent's final user, and starts the first
+ * helper threads (the certificate cache writer): after the drop, so every
+ * thread has the reduced credentials and no_new_privs. */
+static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg, char *err, size_t errlen)
+{
+    int rc = tls_minter_new(&sh->ca, cfg->state_dir, 0, &sh->minter, err, errlen);
+    if (rc < 0)
         return rc;
     if (!(sh->up_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, errlen)))
         return -EINVAL;
@@ -508,11 +526,6 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if (!(sh->events = events_new()) || !(sh->certmemo = certmemo_new(3600)))
         return util_err(err, errlen, -ENOMEM, "out of memory");
-    if (cfg->access_log || mgmt_enrolled(cfg->state_dir)) {   /* enrolled: lines are uploaded */
-        enum access_format fmt = cfg->log_format && !strcmp(cfg->log_format, "squid") ? ACCESS_SQUID : ACCESS_JSON;
-        if ((rc = access_log_open(cfg->access_log, fmt, &sh->alog, err, errlen)) < 0)
-            return rc;
-    }
     return 0;
 }
 
@@ -613,16 +626,17 @@ static int drop_privileges(const struct proxy_config *cfg, char *err, size_t err
     return rc;
 }
 
-static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
-                         const struct sockaddr_storage *tss, char *err, size_t errlen)
+/* Binds every listening socket (as root: ports below 1024 need it). */
+static int open_listeners(struct main_ctx *m, const struct sockaddr_storage *ss,
+                          const struct sockaddr_storage *tss, char *err, size_t errlen)
 {
     for (int i = 0; i < m->n; i++) {
-        int fd = open_listener(ss, err, errlen);
-        if (fd < 0)
-            return fd;
-        int tfd = -1, tfd6 = -1;
-        if (tss && (tfd = open_listener(tss, err, errlen)) < 0)
-            return tfd;
+        int *fd = &m->fds[3 * i];
+        fd[0] = fd[1] = fd[2] = -1;
+        if ((fd[0] = open_listener(ss, err, errlen)) < 0)
+            return fd[0];
+        if (tss && (fd[1] = open_listener(tss, err, errlen)) < 0)
+            return fd[1];
         if (tss && tss->ss_family == AF_INET && is_loopback(tss)) {
             /* nftables redirects IPv6 to ::1: listen there on the same port
              * too (quietly skipped where the machine has no IPv6). */
@@ -633,16 +647,21 @@ static int start_workers(struct main_ctx *m, const struct sockaddr_storage *ss,
             a6->sin6_addr = in6addr_loopback;
             a6->sin6_port = ((const struct sockaddr_in *)tss)->sin_port;
             char e6[UTIL_ERRLEN];
-            tfd6 = open_listener(&v6, e6, sizeof e6);
-            if (tfd6 < 0 && i == 0)
+            fd[2] = open_listener(&v6, e6, sizeof e6);
+            if (fd[2] < 0 && i == 0)
                 log_warn("transparent listener: no IPv6 twin: %s", e6);
         }
-        if (worker_init(&m->workers[i], i, m->sh, fd, tfd, tfd6, err, errlen) < 0)
+    }
+    return 0;
+}
+
+static int start_workers(struct main_ctx *m, char *err, size_t errlen)
+{
+    for (int i = 0; i < m->n; i++) {
+        int *fd = &m->fds[3 * i];
+        if (worker_init(&m->workers[i], i, m->sh, fd[0], fd[1], fd[2], err, errlen) < 0)
             return -EINVAL;
     }
-    int rc = drop_privileges(m->sh->cfg, err, errlen);   /* sockets bound, no thread yet */
-    if (rc < 0)
-        return rc;
     for (int i = 0; i < m->n; i++)
         if (uv_thread_create(&m->workers[i].thread, worker_main, &m->workers[i]) != 0)
             return util_err(err, errlen, -EAGAIN, "cannot start worker thread %d", i);
@@ -673,7 +692,35 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
     }
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->learned_save_lock, NULL);
-    rc = setup_shared(sh, cfg, err, errlen);
+    struct main_ctx m = { .sh = sh };
+    m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (m.n < 1)
+        m.n = 1;
+    m.workers = calloc((size_t)m.n, sizeof *m.workers);
+    m.fds = calloc((size_t)m.n * 3, sizeof *m.fds);
+    if (!m.workers || !m.fds)
+        rc = util_err(err, errlen, -ENOMEM, "out of memory");
+    /* Signals are caught from before the sockets are bound: a SIGTERM that
+     * arrives while starting is handled (gracefully) once the loop runs. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_signal_init(&loop, &m.sigterm);
+    uv_signal_init(&loop, &m.sigint);
+    uv_signal_init(&loop, &m.sighup);
+    m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    uv_signal_start(&m.sighup, on_signal, SIGHUP);
+    /* Root's part first: sockets bound, CA key read, log opened; then the
+     * privileges go (before any thread exists), then the rest. */
+    if (rc == 0)
+        rc = open_listeners(&m, &ss, cfg->transparent ? &tss : NULL, err, errlen);
+    if (rc == 0)
+        rc = setup_privileged(sh, cfg, err, errlen);
+    if (rc == 0)
+        rc = drop_privileges(cfg, err, errlen);
+    if (rc == 0)
+        rc = setup_shared(sh, cfg, err, errlen);
     if (rc == 0 && mgmt_enrolled(cfg->state_dir)) {
         struct mgmt_config mc = { .state_dir = cfg->state_dir, .interval_s = cfg->sync_interval_s,
                                   .jitter_pct = MGMT_JITTER_PCT_DEFAULT, .reload = mgmt_reload,
@@ -684,25 +731,8 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         else if (sh->alog)
             access_log_set_sink(sh->alog, mgmt_log_line, sh->mgmt);
     }
-    struct main_ctx m = { .sh = sh };
-    m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (m.n < 1)
-        m.n = 1;
-    m.workers = rc == 0 ? calloc((size_t)m.n, sizeof *m.workers) : NULL;
-    if (rc == 0 && !m.workers)
-        rc = util_err(err, errlen, -ENOMEM, "out of memory");
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    if (rc == 0) {
-        uv_signal_init(&loop, &m.sigterm);
-        uv_signal_init(&loop, &m.sigint);
-        uv_signal_init(&loop, &m.sighup);
-        m.sigterm.data = m.sigint.data = m.sighup.data = &m;
-        uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-        uv_signal_start(&m.sigint, on_signal, SIGINT);
-        uv_signal_start(&m.sighup, on_signal, SIGHUP);
-        rc = start_workers(&m, &ss, cfg->transparent ? &tss : NULL, err, errlen);
-    }
+    if (rc == 0)
+        rc = start_workers(&m, err, errlen);
     if (rc == 0) {
         char aerr[UTIL_ERRLEN];
         if (admin_start(&loop, cfg->state_dir, sh->events, &m.admin, aerr, sizeof aerr) < 0)
@@ -732,6 +762,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
     uv_loop_close(&loop);
     mgmt_stop(sh->mgmt);   /* workers are gone: queued lines go to the spool */
     admin_free(m.admin);
+    free(m.fds);
     free(m.workers);
     teardown_shared(sh);
     free(sh);
