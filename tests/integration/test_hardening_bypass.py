@@ -15,10 +15,6 @@ import pytest
 
 from helpers.client import connect_tunnel
 
-PEEK_BUG = ("SECURITY agent bug (reported to the lead): peek() in src/proxy/conn.c tunnels "
-            "whatever arrived when the 3 s peek timer fires, even a started ClientHello; a "
-            "client that sends the first 5 bytes, waits > 3 s and sends the rest gets a raw "
-            "tunnel: a blocked host is reached with its own certificate, undecoded and unfiltered")
 
 
 def handshake_through(port, host, origin_port, cafiles, split_pause):
@@ -95,7 +91,6 @@ def test_blocked_host_with_whole_clienthello_gets_the_block_page(blocking_agent,
     assert good.marker.encode() not in body
 
 
-@pytest.mark.xfail(reason=PEEK_BUG, strict=True)
 def test_blocked_host_with_slow_clienthello_is_not_tunnelled(blocking_agent, origins, pki):
     """Same request, the ClientHello split after 5 bytes with a 4 s pause:
     the block page or a closed connection, never the origin's content."""
@@ -106,7 +101,6 @@ def test_blocked_host_with_slow_clienthello_is_not_tunnelled(blocking_agent, ori
     assert cn != "shoji test root CA", "the origin's own certificate was seen: not decoded"
 
 
-@pytest.mark.xfail(reason=PEEK_BUG, strict=True)
 def test_decoded_host_with_slow_clienthello_is_still_decoded(agent, origins, pki):
     """The allowed case: a slow ClientHello still gets the agent's
     certificate (decoded and logged with its URL), not the origin's."""

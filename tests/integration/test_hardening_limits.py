@@ -87,14 +87,8 @@ def test_slow_request_head_gets_408_and_close(agent, origins):
     assert plain.requests_for("/slow-head") == []
 
 
-SLOWLORIS_BUG = ("agent bug (reported to the lead): handle_head() in src/proxy/conn.c re-arms "
-                 "the header timer (conn_set_timer(header_timeout), lines ~372 and ~382) "
-                 "whenever bytes arrive and the head is still incomplete, so a client sending "
-                 "a byte or a field line every < timeout never gets its 408 (slowloris) until "
-                 "it hits the 64 KiB head limit; the deadline must run from the first byte")
 
 
-@pytest.mark.xfail(reason=SLOWLORIS_BUG, strict=True)
 def test_head_trickled_a_byte_at_a_time_still_gets_408_in_time(agent, origins):
     """One byte every 0.1 s inside a field line: progress must not extend
     the header deadline (1 s)."""
@@ -103,7 +97,6 @@ def test_head_trickled_a_byte_at_a_time_still_gets_408_in_time(agent, origins):
     assert took < 2.5, "408 only after %.1f s of trickling (--header-timeout 1000)" % took
 
 
-@pytest.mark.xfail(reason=SLOWLORIS_BUG, strict=True)
 def test_head_trickled_a_line_at_a_time_still_gets_408_in_time(agent, origins):
     """One whole field line every 0.1 s: progress must not extend the header
     deadline (1 s)."""

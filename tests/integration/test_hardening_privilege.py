@@ -175,13 +175,8 @@ def _field(text, name):
     return None
 
 
-NNP_BUG = ("agent bug (reported to the lead): prctl(PR_SET_NO_NEW_PRIVS) is per thread; "
-           "a thread the agent starts before dropping privileges keeps NoNewPrivs 0 "
-           "(its uid is nobody and CapEff 0, but an execve from it could gain privileges "
-           "through a setuid binary); set no_new_privs before creating threads")
 
 
-@pytest.mark.xfail(reason=NNP_BUG, strict=True)
 def test_user_nobody_every_thread_has_no_new_privs(agent_factory):
     _need_root()
     a = agent_factory(extra_args=["--user", "nobody"]).start()

@@ -321,9 +321,6 @@ def test_smuggling_vector_refused_and_never_forwarded(agent, raw_origin, name):
 
 # Legal look-alikes: accepted, and forwarded as exactly one well-framed request.
 # name -> (template, expected body at the origin)
-CL_BUG = ("agent bug (reported to the lead): an accepted repeated Content-Length "
-          "('5' twice, or '5, 5') is forwarded verbatim instead of as one "
-          "'Content-Length: 5'; a strict origin (nginx: 'duplicate header line') refuses it")
 LOOKALIKES = {
     "cl_identical_repeat": (lambda P: H(P, b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"), b"hello"),
     "cl_identical_list": (lambda P: H(P, b"Content-Length: 5, 5\r\n\r\nhello"), b"hello"),
@@ -340,9 +337,7 @@ LOOKALIKES = {
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=CL_BUG, strict=True)) if n.startswith("cl_identical")
-    else n for n in sorted(LOOKALIKES)])
+@pytest.mark.parametrize("name", sorted(LOOKALIKES))
 def test_lookalike_is_forwarded_as_one_well_framed_request(agent, raw_origin, name):
     make, body = LOOKALIKES[name]
     with ProxyClient(agent.port) as c:

@@ -213,7 +213,8 @@ static int scan_pid(struct platform_proc_cache *c, int pid, uint32_t want, int *
         }
         c->fds[n++] = atoi(e->d_name);
     }
-    qsort(c->fds, n, sizeof *c->fds, cmp_int_desc);
+    if (n > 1)   /* (qsort with a NULL array is undefined even for n == 0) */
+        qsort(c->fds, n, sizeof *c->fds, cmp_int_desc);
     for (size_t i = 0; i < n && !found; i++) {
         char name[16], link[64];
         snprintf(name, sizeof name, "%d", c->fds[i]);
@@ -264,7 +265,8 @@ static int list_pids(struct platform_proc_cache *c, size_t *n_out, char *err, si
         c->pids[n++] = atoi(e->d_name);
     }
     closedir(d);
-    qsort(c->pids, n, sizeof *c->pids, cmp_pid_desc);
+    if (n > 1)
+        qsort(c->pids, n, sizeof *c->pids, cmp_pid_desc);
     *n_out = n;
     return 0;
 }
