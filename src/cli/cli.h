@@ -25,4 +25,15 @@ int cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
 int cli_flag(char **argv, int i, const char *name);
 #define CLI_DEFAULT_STATE_DIR "/var/lib/shoji"
 
+/* Inside an option loop over argv with `int i, r; const char *v;` in scope:
+ * "--name VALUE" (or --name=VALUE) stored into a const char * field;
+ * a missing value returns 2 (usage) from the calling function. */
+#define CLI_OPT_STR(name, field)                         \
+    if ((r = cli_opt(argc, argv, &i, name, &v)) != 0) {  \
+        if (r < 0)                                       \
+            return 2;                                    \
+        field = v;                                       \
+        continue;                                        \
+    }
+
 #endif

@@ -53,19 +53,11 @@ int cli_enroll(int argc, char **argv)
             enroll_usage(stdout);
             return 0;
         }
-#define OPT(name, field)                                     \
-        if ((r = cli_opt(argc, argv, &i, name, &v)) != 0) {  \
-            if (r < 0)                                       \
-                return 2;                                    \
-            field = v;                                       \
-            continue;                                        \
-        }
-        OPT("--server", o.server)
-        OPT("--token", o.token)
-        OPT("--fingerprint", o.fingerprint)
-        OPT("--state-dir", o.state_dir)
-        OPT("--machine-id-file", o.machine_id_file)
-#undef OPT
+        CLI_OPT_STR("--server", o.server)
+        CLI_OPT_STR("--token", o.token)
+        CLI_OPT_STR("--fingerprint", o.fingerprint)
+        CLI_OPT_STR("--state-dir", o.state_dir)
+        CLI_OPT_STR("--machine-id-file", o.machine_id_file)
         if ((r = cli_opt(argc, argv, &i, "--timeout", &v)) != 0) {
             unsigned s;
             if (r < 0 || parse_secs("enroll", v, &s) < 0)

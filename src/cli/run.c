@@ -107,24 +107,16 @@ int cli_run(int argc, char **argv)
             log_set_level(LOG_DEBUG);
             continue;
         }
-#define OPT(name, field)                                     \
-        if ((r = cli_opt(argc, argv, &i, name, &v)) != 0) {  \
-            if (r < 0)                                       \
-                return 2;                                    \
-            field = v;                                       \
-            continue;                                        \
-        }
-        OPT("--listen", cfg.listen)
-        OPT("--transparent", cfg.transparent)
-        OPT("--state-dir", cfg.state_dir)
-        OPT("--policy", cfg.policy_path)
-        OPT("--hosts", cfg.hosts_path)
-        OPT("--upstream-ca", cfg.upstream_ca)
-        OPT("--access-log", cfg.access_log)
-        OPT("--log-format", cfg.log_format)
-        OPT("--allow-clients", cfg.allow_clients)
-        OPT("--user", cfg.user)
-#undef OPT
+        CLI_OPT_STR("--listen", cfg.listen)
+        CLI_OPT_STR("--transparent", cfg.transparent)
+        CLI_OPT_STR("--state-dir", cfg.state_dir)
+        CLI_OPT_STR("--policy", cfg.policy_path)
+        CLI_OPT_STR("--hosts", cfg.hosts_path)
+        CLI_OPT_STR("--upstream-ca", cfg.upstream_ca)
+        CLI_OPT_STR("--access-log", cfg.access_log)
+        CLI_OPT_STR("--log-format", cfg.log_format)
+        CLI_OPT_STR("--allow-clients", cfg.allow_clients)
+        CLI_OPT_STR("--user", cfg.user)
         if ((r = cli_opt(argc, argv, &i, "--workers", &v)) != 0) {
             unsigned n;
             if (r < 0 || parse_uint("--workers", v, 256, &n) < 0)
