@@ -581,7 +581,7 @@ static bool response_head(struct conn *c)
     }
 }
 
-static void pump_response(struct conn *c)
+static void pump_response_inner(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct pstream *up = c->up;
@@ -629,6 +629,16 @@ static void pump_response(struct conn *c)
     conn_set_timer(c, c->w->sh->cfg->limits.transfer_timeout_ms);
     if (c->client->pending >= PSTREAM_HIGH_WATER)
         pstream_pause(up);
+}
+
+/* What one read of the origin produced goes to the client as one write: a
+ * small response's head and body share a TLS record and a syscall. */
+static void pump_response(struct conn *c)
+{
+    struct pstream *cl = c->client;
+    pstream_cork(cl);
+    pump_response_inner(c);
+    pstream_uncork(cl);   /* cl stays valid until its close callback */
 }
 
 void fwd_on_upstream_data(struct conn *c)

@@ -37,6 +37,7 @@
 #define PSTREAM_IN_MAX (256u * 1024)       /* unconsumed plaintext per stream */
 #define PSTREAM_HIGH_WATER (512u * 1024)   /* stop reading the source above this */
 #define PSTREAM_LOW_WATER (64u * 1024)     /* resume below this */
+#define PSTREAM_CORK_MAX (16u * 1024)      /* one TLS record's worth */
 
 struct conn;
 struct worker;
@@ -60,6 +61,8 @@ struct pstream {
     size_t linger_bytes;
     int tls_alert;             /* fatal alert received from the peer, or -1 */
     bool close_notify;         /* the peer ended TLS with close_notify */
+    bool corked;               /* writes collect in `cork` until uncorked */
+    struct buf cork;           /* plaintext held back to go out as one write */
     int error;                 /* last uv error, 0 if none */
     struct buf in;             /* plaintext received, not yet consumed */
     size_t pending;            /* bytes queued in uv writes */
@@ -254,6 +257,10 @@ int pstream_tls_feed(struct pstream *s, const char *data, size_t len);
 void pstream_shutdown_close(struct pstream *s); /* flush, close_notify, FIN, close */
 void pstream_close(struct pstream *s);          /* close now */
 void pstream_shutdown_write(struct pstream *s); /* half-close: FIN after pending writes */
+/* Cork: writes until the uncork go out together (one TLS record and one
+ * socket write for a small response head and body). Shutdowns uncork. */
+void pstream_cork(struct pstream *s);
+int pstream_uncork(struct pstream *s);
 void pstream_detach(struct pstream *s);         /* conn no longer owns it */
 
 /* conn.c: events from streams. */

@@ -39,6 +39,7 @@ struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side 
     s->side = side;
     s->tls_alert = -1;
     buf_init(&s->in, PSTREAM_IN_MAX);
+    buf_init(&s->cork, PSTREAM_CORK_MAX);
     return s;
 }
 
@@ -301,10 +302,37 @@ void pstream_resume(struct pstream *s)
     pstream_start(s);
 }
 
+void pstream_cork(struct pstream *s) { s->corked = true; }
+
+static int write_now(struct pstream *s, const void *data, size_t len);
+
+int pstream_uncork(struct pstream *s)
+{
+    s->corked = false;
+    if (s->cork.len == 0)
+        return 0;
+    int rc = s->closing ? -EPIPE : write_now(s, s->cork.p, s->cork.len);
+    buf_reset(&s->cork);
+    return rc;
+}
+
 int pstream_write(struct pstream *s, const void *data, size_t len)
 {
     if (len == 0)
         return 0;
+    if (s->corked) {
+        if (buf_append(&s->cork, data, len) == 0)
+            return 0;
+        int rc = pstream_uncork(s);   /* too much to hold: send what we have */
+        s->corked = true;
+        if (rc < 0)
+            return rc;
+    }
+    return write_now(s, data, len);
+}
+
+static int write_now(struct pstream *s, const void *data, size_t len)
+{
     if (!s->ssl)
         return raw_write(s, data, len);
     const char *p = data;
@@ -412,6 +440,7 @@ void pstream_shutdown_close(struct pstream *s)
 {
     if (s->closing || s->shut)
         return;
+    pstream_uncork(s);
     send_close_notify(s);
     s->shut = true;
     pstream_pause(s);
@@ -437,6 +466,7 @@ void pstream_shutdown_write(struct pstream *s)
 {
     if (s->closing || s->shut)
         return;
+    pstream_uncork(s);
     send_close_notify(s);
     s->shut = true;
     uv_shutdown_t *req = malloc(sizeof *req);
@@ -463,5 +493,6 @@ static void on_close(uv_handle_t *h)
     if (s->ssl)
         SSL_free(s->ssl);
     buf_free(&s->in);
+    buf_free(&s->cork);
     free(s);
 }
