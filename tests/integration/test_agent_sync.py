@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from helpers.wait import wait_for
 from helpers.agent import run_cli as shoji_cli, sanitizer_env, shoji_bin
 from helpers.client import ProxyClient, tls_via_proxy
 from server_helpers.server import Server, run_cli as server_cli
@@ -87,16 +88,6 @@ def set_policy(server, document, policy_id=None):
         r = server.admin.post("/api/v1/policies/%s/versions" % policy_id, {"document": document})
         assert r.status == 201, r
     return policy_id
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def agent_id(state):

@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from helpers.wait import wait_for
 from helpers.client import tls_via_proxy
 from helpers.agent import run_cli as shoji_cli, sanitizer_env, shoji_bin
 from server_helpers.server import REPO, Server, gz_lines, run_cli as server_cli
@@ -58,16 +59,6 @@ def console_dir():
     if not os.path.exists(cat):   # normally made by the CMake configure step
         shutil.copyfile(os.path.join(REPO, "data", "compat.json"), cat)
     return d
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def enroll(server, agent, tmp_path):
