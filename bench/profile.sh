@@ -100,3 +100,43 @@ perf_all() {
     esac
   done
 }
+
+# strace -c of the release shoji (all threads) around a fixed number of
+# requests: system calls per request, the other half of the proxy's CPU.
+strace_case() { # CASE loadgen-args...
+  local case=$1; shift
+  local out=$W/prof/strace.$case.txt
+  mkdir -p "$W/prof"
+  strace -c -f -o "$out" -p "$SHOJI_PID" >/dev/null 2>&1 &
+  local spid=$!
+  sleep 1
+  "$BUILD/loadgen" --label "strace/$case/1" --proxy 127.0.0.1:$P_SHOJI \
+    --watch "$SHOJI_PID" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  kill -INT "$spid"
+  wait "$spid" 2>/dev/null || true
+  { echo "# strace -c of shoji ($NCPU workers), case $case: loadgen $*"; cat "$out"; } \
+    > "$ROOT/bench/results/strace-$case.txt"
+  log "strace $case: bench/results/strace-$case.txt"
+}
+
+strace_all() {
+  mkdir -p "$ROOT/bench/results"
+  make_certs
+  make_files
+  make_policy
+  start_nginx >/dev/null
+  SHOJI_PID=$(start_shoji)
+  CAS=$W/clients-ca.pem
+  cat "$W/pki/ca.crt" "$W/shoji/state/ca.crt" > "$CAS"
+  "$BUILD/loadgen" --label warm --proxy 127.0.0.1:$P_SHOJI --target "$ORIGIN:443" \
+    --cafile "$CAS" --mode new -c 1 -n 3 -t 20 >/dev/null 2>&1 || true
+  local cases=${BENCH_PROFILE_CASES:-"ka new tunnel http"}
+  for c in $cases; do
+    case $c in
+      ka) strace_case ka --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;
+      new) strace_case new --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
+      tunnel) strace_case tunnel --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
+      http) strace_case http --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;
+    esac
+  done
+}

@@ -68,7 +68,11 @@ fi
 if [ "${BENCH_PROFILE:-0}" != 0 ]; then
   # shellcheck source=bench/profile.sh
   . "$ROOT/bench/profile.sh"
-  if [ "$BENCH_PROFILE" = perf ]; then perf_all; else profile_all; fi
+  case $BENCH_PROFILE in
+    perf) perf_all ;;
+    strace) strace_all ;;
+    *) profile_all ;;
+  esac
   exit 0
 fi
 

@@ -86,7 +86,11 @@ static int write_fields(struct buf *out, const struct http_header *h, size_t n, 
         size_t d = 0;
         while (d < cl.n && cl.p[d] >= '0' && cl.p[d] <= '9')
             d++;
-        rc = buf_printf(out, "Content-Length: %.*s\r\n", (int)d, cl.p);
+        rc = buf_append(out, "Content-Length: ", 16);
+        if (!rc)
+            rc = buf_append(out, cl.p, d);
+        if (!rc)
+            rc = buf_append(out, "\r\n", 2);
     }
     return rc;
 }
@@ -174,7 +178,16 @@ int http_write_response_head(struct buf *out, const struct http_response *resp,
     struct sv reason = resp->reason;
     if (reason.n == 0)
         reason = sv_make(http_reason(resp->status), strlen(http_reason(resp->status)));
-    int rc = buf_printf(out, "HTTP/1.1 %03d %.*s\r\n", resp->status, (int)reason.n, reason.p);
+    /* The status line, without printf: this runs for every response. */
+    char code[5] = { ' ', (char)('0' + resp->status / 100 % 10), (char)('0' + resp->status / 10 % 10),
+                     (char)('0' + resp->status % 10), ' ' };
+    int rc = buf_append(out, "HTTP/1.1", 8);
+    if (!rc)
+        rc = buf_append(out, code, sizeof code);
+    if (!rc)
+        rc = buf_append(out, reason.p, reason.n);
+    if (!rc)
+        rc = buf_append(out, "\r\n", 2);
     if (!rc)
         rc = write_fields(out, resp->headers, resp->nheaders, false, switching);
     if (!rc && (resp->body == HTTP_BODY_CHUNKED ||

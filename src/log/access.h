@@ -55,6 +55,15 @@ void access_log_write(struct access_log *l, const struct access_record *r);
  * (mgmt_log_line queues the line). Set before the workers start. */
 typedef void access_sink_fn(void *ctx, const struct access_record *r, const char *json, size_t len);
 void access_log_set_sink(struct access_log *l, access_sink_fn *sink, void *ctx);
+/* Batching, for event-loop threads: between access_log_batch_begin() and
+ * access_log_batch_end(), this thread's lines are kept in a thread-local
+ * buffer (bounded; written out when full) and written with one write(2) by
+ * access_log_flush(), which the worker calls a short time after the first
+ * pending line (see proxy/worker.c). Other threads write each line at once. */
+void access_log_batch_begin(void);
+unsigned access_log_pending(void);   /* this thread's lines not written yet */
+void access_log_flush(void);
+void access_log_batch_end(void);   /* flushes */
 /* Lines that could not be written (full disk, I/O error). */
 uint64_t access_log_dropped(const struct access_log *l);
 uint64_t access_log_written(const struct access_log *l);

@@ -75,6 +75,7 @@ void conn_close(struct conn *c)
             c->ex = NULL;
         }
     }
+    conn_park_upstream(c);
     if (c->up)
         pstream_close(c->up);
     if (c->client) {
@@ -278,7 +279,7 @@ void conn_start_head(struct conn *c)
     conn_set_timer(c, c->client->in.len ? c->w->sh->cfg->limits.header_timeout_ms
                                         : c->w->sh->cfg->limits.idle_timeout_ms);
     if (c->client->in.len == 0)
-        buf_free(&c->client->in);   /* idle keep-alive: hold no buffer */
+        pstream_in_release(c->client);   /* idle keep-alive: hold no buffer */
     pstream_resume(c->client);
     if (!c->dead && c->state == CS_HEAD && c->client && c->client->in.len)
         conn_on_data(c, c->client);
@@ -748,7 +749,71 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
     if (remembered_cert_phase(c))
         return;
     pstream_pause(cl);
+    if (conn_take_pooled_upstream(c))
+        return;
     up_connect(c, conn_connect_host(c), c->target_port, true, on_decode_upstream);
+}
+
+/* False when the key does not fit (such names are not pooled). */
+static bool decode_pool_key(const struct conn *c, char *key, size_t cap)
+{
+    const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
+    /* Never shared between users of the machine: an origin connection may
+     * carry state of the user who opened it. */
+    int uid = c->have_proc ? c->proc.uid : -1;
+    int n = snprintf(key, cap, "tls|%d|%s|%u|%s", uid, conn_connect_host(c), c->target_port, sni);
+    return n > 0 && (size_t)n < cap;
+}
+
+void conn_park_upstream(struct conn *c)
+{
+    struct pstream *u = c->up;
+    if (!u || !c->up_idle || c->up_pinned || c->kind != CK_DECODE || c->verify_failed || !u->ssl ||
+        !u->handshake_done || u->eof || u->closing || u->in.len || u->pending || c->w->stopping)
+        return;
+    char key[sizeof u->pool_key];
+    if (!decode_pool_key(c, key, sizeof key))
+        return;
+    c->up = NULL;
+    c->up_idle = false;
+    pstream_detach(u);   /* still reading: the pool notices the origin closing it */
+    c->refs--;
+    up_pool_put(c->w, u, key);
+}
+
+/* The decoded connection's next request: a pooled origin connection for the
+ * same origin, if there is one. */
+bool conn_take_upstream_for_request(struct conn *c)
+{
+    char key[sizeof c->client->pool_key];
+    if (c->up || !decode_pool_key(c, key, sizeof key))
+        return false;
+    struct pstream *s = up_pool_take(c->w, key);
+    if (!s)
+        return false;
+    pstream_attach(s, c);
+    c->up = s;
+    c->refs++;
+    sockaddr_fmt_peer(s, c->dst_addr, sizeof c->dst_addr);
+    return true;
+}
+
+bool conn_take_pooled_upstream(struct conn *c)
+{
+    char key[sizeof c->client->pool_key];
+    if (!decode_pool_key(c, key, sizeof key))
+        return false;
+    struct pstream *s = up_pool_take(c->w, key);
+    if (!s)
+        return false;
+    pstream_attach(s, c);
+    c->up = s;
+    c->refs++;
+    c->upstream_tls = true;
+    sockaddr_fmt_peer(s, c->dst_addr, sizeof c->dst_addr);
+    atomic_fetch_add(&c->w->sh->m.upstream_reused, 1);
+    on_decode_upstream(c, 0, NULL);
+    return true;
 }
 
 /* An SNI is a claim, not a fact: in transparent mode a connection that would

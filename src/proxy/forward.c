@@ -16,6 +16,7 @@
 #include "util/log.h"
 
 static void finish(struct conn *c);
+static void to_upstream(struct conn *c);
 static void pump_request(struct conn *c);
 static void pump_response(struct conn *c);
 
@@ -198,6 +199,8 @@ static void send_head(struct conn *c)
         return;
     }
     ex->sent_to_upstream = true;
+    ex->up_read_mark = c->up->bytes_read;
+    c->up_idle = false;
     conn_set_timer(c, c->w->sh->cfg->limits.response_timeout_ms);
     pstream_resume(c->up);
     if (c->dead)
@@ -413,7 +416,12 @@ void fwd_begin(struct conn *c)
     c->ex = ex;
     c->state = CS_EXCHANGE;
     c->requests++;
-    pstream_pause(cl);
+    /* A request without a body leaves the client stream reading: what comes
+     * next (a pipelined request, the client's EOF) waits in its buffer, and
+     * the event loop is not asked to stop and restart watching the socket
+     * for every request. A body waits until the origin is reached. */
+    if (!ex->req_body_done)
+        pstream_pause(cl);
     if (!describe(c, ex) || !decide_request(c, ex))
         return;
     if (c->kind == CK_DECODE && c->verify_failed) {
@@ -422,8 +430,21 @@ void fwd_begin(struct conn *c)
         fwd_send_page(c, c->upstream_status ? c->upstream_status : 502, title, c->verify, true);
         return;
     }
+    to_upstream(c);
+}
+
+/* Sends the head on the connection's upstream, a pooled one, or a new one. */
+static void to_upstream(struct conn *c)
+{
+    struct exchange *ex = c->ex;
     if (c->kind == CK_DECODE) {
         if (c->up && !c->up->eof && !c->up->closing) {
+            ex->reused_upstream = c->up_idle;   /* it served a request before */
+            send_head(c);
+            return;
+        }
+        if (!c->up && conn_take_upstream_for_request(c)) {
+            ex->reused_upstream = true;
             send_head(c);
             return;
         }
@@ -465,6 +486,14 @@ static int chunk_out(struct pstream *to, const char *p, size_t n)
     return rc;
 }
 
+/* Bytes after a complete request wait in the client's buffer; past a bound
+ * the client stream stops reading until the exchange is over. */
+static void hold_pipelined(struct pstream *cl)
+{
+    if (cl->in.len >= FWD_PIPELINE_MAX)
+        pstream_pause(cl);
+}
+
 static void pump_request(struct conn *c)
 {
     struct exchange *ex = c->ex;
@@ -498,14 +527,20 @@ static void pump_request(struct conn *c)
         }
         buf_consume(&cl->in, used);
     }
-    if (ex->req_body_done || c->up->pending >= PSTREAM_HIGH_WATER)
+    if (ex->req_body_done)
+        hold_pipelined(cl);
+    else if (c->up->pending >= PSTREAM_HIGH_WATER)
         pstream_pause(cl);
     else
-        pstream_resume(cl);
+        pstream_keep_reading(cl);
 }
 
 void fwd_on_client_data(struct conn *c)
 {
+    if (c->ex && c->ex->req_body_done) {
+        hold_pipelined(c->client);   /* the next request: read once this one is done */
+        return;
+    }
     if (!c->ex || !c->ex->sent_to_upstream || !c->up) {
         pstream_pause(c->client);   /* wait until the origin is reached */
         return;
@@ -546,6 +581,8 @@ static bool response_head(struct conn *c)
             c->state = CS_TUNNEL;
             conn_set_timer(c, c->w->sh->cfg->limits.tunnel_idle_ms);
             pstream_resume(c->client);
+            if (!c->dead && c->client && c->client->in.len)
+                conn_on_data(c, c->client);   /* sent after the request, before the 101 */
             if (!c->dead && c->up)
                 conn_on_data(c, c->up);
             return false;
@@ -647,6 +684,27 @@ void fwd_on_upstream_data(struct conn *c)
         pump_response(c);
 }
 
+/* NTLM and Negotiate authenticate the connection, not the request: any
+ * `field` of the message offering or using them. */
+static bool auth_on_connection(const struct http_header *h, size_t n, const char *field)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!sv_ieq_cstr(h[i].name, field))
+            continue;
+        struct sv v = h[i].value;
+        if ((v.n >= 4 && strncasecmp(v.p, "NTLM", 4) == 0) ||
+            (v.n >= 9 && strncasecmp(v.p, "Negotiate", 9) == 0))
+            return true;
+    }
+    return false;
+}
+
+static bool connection_auth(const struct exchange *ex)
+{
+    return auth_on_connection(ex->req.headers, ex->req.nheaders, "authorization") ||
+           auth_on_connection(ex->resp.headers, ex->resp.nheaders, "www-authenticate");
+}
+
 static void finish(struct conn *c)
 {
     struct exchange *ex = c->ex;
@@ -671,10 +729,15 @@ static void finish(struct conn *c)
         c->up = NULL;
         pstream_close(u);
     } else if (c->up) {
-        buf_free(&c->up->in);    /* idle between requests: hold no buffer */
+        pstream_in_release(c->up);    /* idle between requests: hold no buffer */
         pstream_resume(c->up);   /* keep an eye on it between requests */
+        c->up_idle = true;
+        if (connection_auth(ex))
+            c->up_pinned = true;
     }
     bool keep = ex->client_keep_alive && ex->req_body_done;
+    if (keep && c->up_idle)
+        conn_park_upstream(c);
     fwd_free(ex);
     c->ex = NULL;
     if (!keep) {
@@ -685,6 +748,31 @@ static void finish(struct conn *c)
 }
 
 /* ---- ends and timeouts ---------------------------------------------------------- */
+
+/* An idle connection the origin closed just as a request went out on it is
+ * not a failure of the request: a request that is safe to repeat (RFC 9110
+ * 9.2.2: no body, a safe method) goes again, once, on a new connection. */
+static bool retry_on_new_connection(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    if (ex->retried || !ex->reused_upstream || !ex->sent_to_upstream || !c->up ||
+        c->up->bytes_read != ex->up_read_mark || ex->req.body != HTTP_BODY_NONE ||
+        ex->resp_bytes || c->w->stopping)
+        return false;
+    if (strcmp(ex->method, "GET") != 0 && strcmp(ex->method, "HEAD") != 0 &&
+        strcmp(ex->method, "OPTIONS") != 0)
+        return false;
+    struct pstream *u = c->up;
+    c->up = NULL;
+    c->up_idle = false;
+    pstream_close(u);
+    ex->retried = true;
+    ex->reused_upstream = false;
+    ex->sent_to_upstream = false;
+    atomic_fetch_add(&c->w->sh->m.upstream_retried, 1);
+    to_upstream(c);
+    return true;
+}
 
 void fwd_on_upstream_eof(struct conn *c)
 {
@@ -705,6 +793,8 @@ void fwd_on_upstream_eof(struct conn *c)
         }
         return;
     }
+    if (!ex->resp_head_sent && retry_on_new_connection(c))
+        return;
     if (!ex->resp_head_sent) {
         fwd_send_page(c, 502, "Bad Gateway", "The origin closed the connection without answering.", true);
         return;

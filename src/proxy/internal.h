@@ -34,6 +34,8 @@
 #include "util/buf.h"
 
 #define PSTREAM_READ_CHUNK 16384
+#define PSTREAM_MIN_ROOM 2048              /* grow the input buffer below this room */
+#define FWD_PIPELINE_MAX (64u * 1024)      /* pipelined bytes held during an exchange */
 #define PSTREAM_IN_MAX (256u * 1024)       /* unconsumed plaintext per stream */
 #define PSTREAM_HIGH_WATER (512u * 1024)   /* stop reading the source above this */
 #define PSTREAM_LOW_WATER (64u * 1024)     /* resume below this */
@@ -69,6 +71,7 @@ struct pstream {
     uint64_t bytes_read, bytes_written;  /* plaintext */
     /* pool bookkeeping */
     char pool_key[300];
+    char peer_addr[64];        /* "ip:port", once asked (sockaddr_fmt_peer) */
     uint64_t pool_since_ms;
     struct pstream *pool_next, *pool_prev;
 };
@@ -112,6 +115,8 @@ struct exchange {
     const char *error;         /* for the log */
     uint64_t request_id;
     bool resp_head_sent;
+    bool retried;              /* sent again on a new connection once */
+    uint64_t up_read_mark;     /* c->up->bytes_read when the head went out */
     bool logged;
     bool blocked;
     bool client_eof;
@@ -150,6 +155,8 @@ struct conn {
     struct sockaddr_storage addrs[8];
     size_t naddrs, addr_idx;
     bool upstream_tls;         /* connect then TLS (decode) */
+    bool up_idle;              /* decode: c->up is between requests (reusable) */
+    bool up_pinned;            /* decode: c->up carries connection-based auth */
     int last_connect_error;
     bool resolving;
     void (*on_connected)(struct conn *c, int status, const char *why);
@@ -190,7 +197,7 @@ struct pool {
 struct proxy_metrics {
     atomic_uint_fast64_t connections, requests, decoded, tunnels, bypassed, blocked,
         verify_failures, upstream_errors, client_rejections, conflicts_learned, bad_requests,
-        overload_refusals;
+        overload_refusals, upstream_reused, upstream_retried;
 };
 
 /* Shared by all workers; read-only after start except the atomics and the
@@ -219,6 +226,12 @@ struct proxy_shared {
     char managed_policy[4096]; /* enrolled without --policy: STATE/policy.managed.json */
 };
 
+#define BUFPOOL_MAX 64          /* spare blocks kept per worker (1 MiB) */
+struct bufpool {
+    char *blocks[BUFPOOL_MAX];
+    unsigned n;
+};
+
 struct worker {
     int index;
     uv_loop_t loop;
@@ -229,6 +242,8 @@ struct worker {
     bool has_tlistener6;
     uv_async_t wake;           /* stop / reload notifications */
     uv_timer_t pool_timer;
+    uv_prepare_t log_flush;    /* access-log batches (worker.c) */
+    uv_timer_t log_timer;
     uv_thread_t thread;
     struct proxy_shared *sh;
     struct pool pool;
@@ -236,11 +251,23 @@ struct worker {
     struct conn *conns;        /* list of open connections */
     uv_timer_t stop_timer;
     struct platform_proc_cache *proc_cache;
+    struct bufpool bufs;       /* spare stream input buffers (bufpool.c) */
     bool stopping;
     bool listener_closed;
     uint64_t stop_deadline_ms;
     char scratch[65536];       /* ciphertext read buffer for TLS streams */
 };
+
+/* bufpool.c: each stream's plaintext input buffer comes from its worker's
+ * small free list of PSTREAM_READ_CHUNK blocks and goes back to it when the
+ * stream is idle, so keep-alive traffic neither calls malloc per request nor
+ * holds a buffer per idle connection. */
+/* Makes room for at least `min_room` more bytes in s->in (a pooled block
+ * when it has none; growing, up to its max, only when the room is short). */
+int pstream_in_room(struct pstream *s, size_t min_room);
+/* Gives an empty input buffer back to the pool (or frees it). */
+void pstream_in_release(struct pstream *s);
+void bufpool_drain(struct bufpool *bp);
 
 /* stream.c */
 struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side side);
@@ -248,6 +275,9 @@ void pstream_attach(struct pstream *s, struct conn *c);
 int pstream_start(struct pstream *s);        /* begin reading (want_read = true) */
 void pstream_pause(struct pstream *s);       /* stop reading */
 void pstream_resume(struct pstream *s);
+/* pstream_resume unless the stream is already reading (no TLS pump, no
+ * event-loop change). */
+void pstream_keep_reading(struct pstream *s);
 int pstream_write(struct pstream *s, const void *data, size_t len);
 int pstream_tls_server(struct pstream *s, SSL_CTX *ctx, X509 *leaf, EVP_PKEY *key);
 int pstream_tls_client(struct pstream *s, SSL_CTX *ctx, const char *host);
@@ -307,6 +337,17 @@ void fwd_send_page(struct conn *c, int status, const char *title, const char *de
 void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
                 void (*done)(struct conn *c, int status, const char *why));
 struct pstream *up_pool_take(struct worker *w, const char *key);
+/* Decoded connections: between requests, the origin connection of a decoded
+ * client connection waits in the worker's pool, keyed by what it was opened
+ * for (user, address, port, SNI). The next request of that client, or of
+ * another connection of the same user to the same origin, takes it from
+ * there, so idle client connections hold no origin connection and a new
+ * client connection needs no origin handshake (the pooled connection's
+ * certificate, already checked, decides). Connection-based authentication
+ * (NTLM, Negotiate) pins the origin connection to its client connection. */
+void conn_park_upstream(struct conn *c);
+bool conn_take_pooled_upstream(struct conn *c);
+bool conn_take_upstream_for_request(struct conn *c);
 void up_pool_put(struct worker *w, struct pstream *s, const char *key);
 void up_pool_drop(struct worker *w, struct pstream *s);
 void up_pool_expire(struct worker *w, bool all);

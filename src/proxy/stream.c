@@ -24,6 +24,14 @@ struct wreq {
 
 static void on_close(uv_handle_t *h);
 
+/* SSL_get_error needs an empty error queue before each call; emptying an
+ * already empty queue costs more than looking at it (every read/write). */
+static void clear_tls_errors(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
+
 struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side side)
 {
     struct pstream *s = calloc(1, sizeof *s);
@@ -55,7 +63,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
         b->len = sizeof s->w->scratch;
         return;
     }
-    if (buf_reserve(&s->in, PSTREAM_READ_CHUNK) < 0) {
+    if (pstream_in_room(s, PSTREAM_MIN_ROOM) < 0) {
         b->base = NULL;
         b->len = 0;
         return;
@@ -187,9 +195,11 @@ static int tls_pump(struct pstream *s)
     }
     bool got = false, closed = false;
     while (s->want_read) {
-        if (buf_reserve(&s->in, PSTREAM_READ_CHUNK) < 0)
-            break;   /* the engine has not consumed yet; resume pumps again */
-        ERR_clear_error();
+        if (pstream_in_room(s, PSTREAM_MIN_ROOM) < 0) {
+            pstream_pause(s);   /* the conn has not consumed yet; resume pumps again */
+            break;
+        }
+        clear_tls_errors();
         int r = SSL_read(s->ssl, s->in.p + s->in.len, (int)(s->in.cap - s->in.len));
         if (r > 0) {
             s->in.len += (size_t)r;
@@ -302,6 +312,12 @@ void pstream_resume(struct pstream *s)
     pstream_start(s);
 }
 
+void pstream_keep_reading(struct pstream *s)
+{
+    if (!(s->reading && s->want_read))
+        pstream_resume(s);
+}
+
 void pstream_cork(struct pstream *s) { s->corked = true; }
 
 static int write_now(struct pstream *s, const void *data, size_t len);
@@ -337,7 +353,7 @@ static int write_now(struct pstream *s, const void *data, size_t len)
         return raw_write(s, data, len);
     const char *p = data;
     while (len) {
-        ERR_clear_error();
+        clear_tls_errors();
         int chunk = (int)UTIL_MIN(len, (size_t)1 << 20);
         int r = SSL_write(s->ssl, p, chunk);
         if (r <= 0)
@@ -492,7 +508,8 @@ static void on_close(uv_handle_t *h)
         conn_on_stream_closed(s->conn, s);
     if (s->ssl)
         SSL_free(s->ssl);
-    buf_free(&s->in);
+    s->in.len = 0;
+    pstream_in_release(s);
     buf_free(&s->cork);
     free(s);
 }

@@ -280,7 +280,7 @@ void up_pool_put(struct worker *w, struct pstream *s, const char *key)
         w->pool.head = s;
     w->pool.tail = s;
     w->pool.n++;
-    buf_free(&s->in);
+    pstream_in_release(s);
     pstream_start(s);   /* notice the origin closing it */
 }
 

@@ -144,10 +144,14 @@ static int parse_allow(struct proxy_shared *sh, const char *list, char *err, siz
 
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
-        sockaddr_fmt((struct sockaddr *)&ss, out, cap);
+    if (!s->peer_addr[0]) {   /* asked once per socket: pooled ones are asked again */
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) != 0)
+            return;
+        sockaddr_fmt((struct sockaddr *)&ss, s->peer_addr, sizeof s->peer_addr);
+    }
+    util_strlcpy(out, s->peer_addr, cap);
 }
 
 static void warn_line(const char *msg) { log_warn("%s", msg); }
@@ -310,6 +314,28 @@ static void on_connection(uv_stream_t *listener, int status)
                                  listener == (uv_stream_t *)&w->tlistener6);
 }
 
+/* Access-log lines are written in batches, one write(2) for many requests:
+ * before the loop waits for events, a full enough batch goes out at once,
+ * and a smaller one within LOG_FLUSH_MS of its first line. */
+#define LOG_FLUSH_LINES 64
+#define LOG_FLUSH_MS 50
+
+static void on_log_timer(uv_timer_t *t)
+{
+    (void)t;
+    access_log_flush();
+}
+
+static void on_prepare(uv_prepare_t *p)
+{
+    struct worker *w = p->data;
+    unsigned n = access_log_pending();
+    if (n >= LOG_FLUSH_LINES)
+        access_log_flush();
+    else if (n && !uv_is_active((uv_handle_t *)&w->log_timer))
+        uv_timer_start(&w->log_timer, on_log_timer, LOG_FLUSH_MS, 0);
+}
+
 static void on_pool_timer(uv_timer_t *t)
 {
     up_pool_expire(t->data, false);
@@ -372,6 +398,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
+    access_log_batch_begin();
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Stopped: let pending close callbacks run, then close what is left. */
     close_all_conns(w, false);
@@ -379,6 +406,8 @@ static void worker_main(void *arg)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    access_log_batch_end();
+    bufpool_drain(&w->bufs);
     if (w->proc_cache)
         platform_proc_cache_free(w->proc_cache);
 }
@@ -418,6 +447,11 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     uv_timer_init(&w->loop, &w->pool_timer);
     w->pool_timer.data = w;
     uv_timer_start(&w->pool_timer, on_pool_timer, 1000, 1000);
+    uv_prepare_init(&w->loop, &w->log_flush);
+    w->log_flush.data = w;
+    uv_prepare_start(&w->log_flush, on_prepare);
+    uv_unref((uv_handle_t *)&w->log_flush);
+    uv_timer_init(&w->loop, &w->log_timer);
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
     w->proc_cache = platform_proc_cache_new();   /* NULL: apps stay unknown */
@@ -790,6 +824,8 @@ void metrics_render(struct proxy_shared *sh, struct buf *out)
         M(conflicts_learned, "learned exclusions recorded by automatic avoidance"),
         M(bad_requests, "malformed requests refused"),
         M(overload_refusals, "connections refused past --max-connections"),
+        M(upstream_reused, "decoded connections that started from a pooled origin connection"),
+        M(upstream_retried, "requests sent again after an idle origin connection closed under them"),
 #undef M
     };
     for (size_t i = 0; i < UTIL_ARRAY_LEN(counters); i++) {

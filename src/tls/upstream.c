@@ -278,6 +278,13 @@ SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen)
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+    /* One TLS 1.3 ticket per handshake, not OpenSSL's two: a client resumes
+     * with one (browsers keep one per site), and each ticket costs a key
+     * derivation, an encryption and a record on every new connection. */
+    SSL_CTX_set_num_tickets(ctx, 1);
+    /* Session ids (TLS 1.2 resumption without tickets): a bounded cache,
+     * not OpenSSL's 20,480 sessions held in memory. */
+    SSL_CTX_sess_set_cache_size(ctx, 1024);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
     if (ca_cert) {
         X509_up_ref(ca_cert);
