@@ -322,8 +322,12 @@ static void count_err(struct run *r, enum errk k)
 /* May another request start now? */
 static bool may_issue(struct run *r)
 {
-    if (r->stopping || r->issued >= r->o.n)
+    if (r->stopping)
         return false;
+    if (r->issued >= r->o.n) { /* -n reached: finish what runs, then stop */
+        r->stopping = true;
+        return false;
+    }
     if (now_us() >= r->deadline_us) {
         r->stopping = true;
         return false;

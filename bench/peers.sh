@@ -176,7 +176,11 @@ cache_effective_user proxy
 client_persistent_connections on
 server_persistent_connections on
 EOF
-  squid -f "$d/squid.conf" || return 1
+  # -n: a service name of its own, so the SMP IPC sockets (/run/squid/NAME-*.ipc)
+  # and shared memory segments do not collide with another bench's Squid (the
+  # file system is shared across network namespaces; with the default name the
+  # workers of one Squid would take their listening socket from the other's)
+  squid -n "shojibench$$" -f "$d/squid.conf" || return 1
   wait_port $P_SQUID 30 || return 1
   cat "$d/run/squid.pid"
 }
