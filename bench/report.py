@@ -132,7 +132,8 @@ def cpu_split(f):
            " | held conn (opening) |",
            "|---|" + "---:|" * (len(tests) + 1)]
     for cfg in PROXIES:
-        if not any(c == cfg for (c, _t) in f.runs):
+        if not any(c == cfg and t in ("ka", "new", "bulk", "rate", "hold")
+                   for (c, t) in f.runs):
             continue
         cells = [cfg]
         for test, _name, div in tests:

@@ -100,8 +100,8 @@ estimate() {
     n=$((n + 1))
     case $cfg in direct*|shoji-http) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
   done
-  per=$(( 4 * (T + 1) ))                          # 4 tests: T + warm-up + start/drain
-  main=$(( 40 + FIRST_TOTAL / 10 + REPEATS * (n * per + 6) + REPEATS * 6 ))
+  per=$(( 4 * T + 3 ))                            # 4 tests: T + warm-up + start/drain
+  main=$(( 10 + FIRST_TOTAL / 10 + REPEATS * (n * per + 3) + REPEATS * 2 ))
   hold_lo=$(( nshoji * (HOLD / 300 + 8) + npeer * (PEER_HOLD_T + 6) ))
   hold_hi=$(( nshoji * (HOLD_T + 10) + npeer * (PEER_HOLD_T + 6) ))
   extra=0
