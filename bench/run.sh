@@ -131,7 +131,7 @@ if [ "$NOFILE" != unlimited ] && [ $((2 * HOLD + 200)) -gt "$NOFILE" ]; then
   # without CAP_SYS_RESOURCE the hard limit cannot be raised, and a proxy
   # needs two sockets (client + upstream) per held connection
   log "WARNING: open-file limit $NOFILE (hard $(ulimit -Hn), not raisable here) is below" \
-      "2 x $HOLD held connections + spare: the proxies cannot hold them all (at most ~$(( (NOFILE - 200) / 2 )))"
+      "2 x $HOLD held connections + spare: the proxies cannot hold them all (room for ~$(( (NOFILE - 50) / 2 )))"
 fi
 RUN_START=$SECONDS
 make_certs
