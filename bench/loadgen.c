@@ -12,8 +12,10 @@
  *         from the scheduled time (no coordinated omission)
  *   hold  open H connections (CONNECT + TLS + one request), keep them idle and
  *         report the watched processes' RSS per held connection
- * --watch PID (repeatable) samples CPU time (utime+stime) and RSS of PID and
- * all its descendants over the measured interval. Prints one JSON object.
+ * --watch PID (repeatable) samples CPU time (utime+stime, and stime alone) and
+ * RSS of PID and all its descendants over the measured interval (after the
+ * warm-up; /proc/PID/stat of a process sums all its threads, live and
+ * exited). Prints one JSON object.
  * Must never: run unbounded, or report a response it did not verify. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -320,8 +322,12 @@ static void count_err(struct run *r, enum errk k)
 /* May another request start now? */
 static bool may_issue(struct run *r)
 {
-    if (r->stopping || r->issued >= r->o.n)
+    if (r->stopping)
         return false;
+    if (r->issued >= r->o.n) { /* -n reached: finish what runs, then stop */
+        r->stopping = true;
+        return false;
+    }
     if (now_us() >= r->deadline_us) {
         r->stopping = true;
         return false;
@@ -888,7 +894,7 @@ static void write_ready(const struct run *r, long rss)
 }
 
 static void run_hold(struct run *r, long *rss_held, long *still_open, double *t_open,
-                     double *cpu_s)
+                     double *cpu_s, double *sys_s)
 {
     reset_stats(r);
     r->deadline_us = r->t0_us + (uint64_t)(r->o.t * 1e6);
@@ -903,6 +909,7 @@ static void run_hold(struct run *r, long *rss_held, long *still_open, double *t_
     struct procsnap s1;
     snap_take(&r->o, &s1);
     *cpu_s = snap_cpu_s(&r->snap0, &s1, false);
+    *sys_s = snap_cpu_s(&r->snap0, &s1, true);
     for (int i = 0; i < r->nconns; i++) /* handshakes cut off by -t */
         if (r->conns[i].in_use && r->conns[i].st != S_IDLE) {
             r->unfinished++;
@@ -1031,6 +1038,9 @@ static void print_common(struct run *r, double secs, double cpu_s, double sys_s)
            r->snap0.rss_kib, r->rss_max_kib);
     printf(",\"proxy_sys_s\":%.3f,\"proxy_sys_share\":%.2f", sys_s,
            cpu_s > 0 ? sys_s / cpu_s : 0);
+    printf(",\"proxy_user_us_per_req\":%.1f,\"proxy_sys_us_per_req\":%.1f",
+           r->done ? (cpu_s - sys_s) * 1e6 / (double)r->done : 0,
+           r->done ? sys_s * 1e6 / (double)r->done : 0);
     double self = self_cpu_s() - r->self_cpu0;
     printf(",\"client_cpu_s\":%.3f,\"client_cpu_us_per_req\":%.1f", self,
            r->done ? self * 1e6 / (double)r->done : 0);
@@ -1140,9 +1150,9 @@ int main(int argc, char **argv)
         return 1;
     if (r->o.mode == M_HOLD) {
         long rss_held = 0, still = 0;
-        double t_open = 0, cpu = 0;
-        run_hold(r, &rss_held, &still, &t_open, &cpu);
-        print_common(r, t_open, cpu, 0);
+        double t_open = 0, cpu = 0, sys = 0;
+        run_hold(r, &rss_held, &still, &t_open, &cpu, &sys);
+        print_common(r, t_open, cpu, sys);
         long grow = rss_held - r->snap0.rss_kib;
         printf(",\"hold\":%d,\"unfinished\":%ld,\"established\":%ld,\"still_open\":%ld,\"rss_held_kib\":%ld,"
                "\"kib_per_conn\":%.2f}\n", r->o.hold, r->unfinished, r->established, still, rss_held,

@@ -6,9 +6,29 @@
 
 ORIGIN=origin.bench.test
 EXCLUDED=excluded.bench.test
+# FIRST_TOTAL (set by run.sh): how many never-seen names the first-contact
+# series needs in the whole run (new1..newN.bench.test)
 P_SHOJI=3128 P_SQUID=3129 P_MITM=3130 P_PRIVOXY=3131 P_TINY=3132
 
 log() { echo "bench: $*" >&2; }
+
+first_names() { # the short names new1 .. new$FIRST_TOTAL
+  local i
+  for i in $(seq 1 "${FIRST_TOTAL:-0}"); do echo "new$i"; done
+}
+
+# One TLS server block of the origin: NAME (short), extra listen options.
+nginx_tls_server() {
+  cat <<EOF
+  server {
+    listen 127.0.0.1:443 ssl${2:-}; server_name $1.bench.test;
+    ssl_certificate $W/pki/$1.crt; ssl_certificate_key $W/pki/$1.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:bench:10m;
+    root $W/www;
+  }
+EOF
+}
 
 wait_port() { # PORT [SECONDS]: until something accepts on 127.0.0.1:PORT
   local end=$((SECONDS + ${2:-20}))
@@ -25,11 +45,11 @@ make_certs() {
     -subj "/CN=shoji bench origin CA" -keyout "$d/ca.key" -out "$d/ca.crt" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   # one certificate per name: a certificate naming the excluded host would
-  # make shoji tunnel the decode test too (exclusions also match certificate names)
+  # make shoji tunnel the decode test too (exclusions also match certificate
+  # names); the first-contact names (new1..newN) get one each for the same reason
   local name
-  for name in origin excluded; do
-    local host=$ORIGIN
-    [ $name = origin ] || host=$EXCLUDED
+  for name in origin excluded $(first_names); do
+    local host=$name.bench.test
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
       -subj "/CN=$host" -keyout "$d/$name.key" -out "$d/$name.csr" 2>/dev/null
     printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
@@ -63,10 +83,10 @@ start_nginx() {
   cat > "$W/nginx/nginx.conf" <<EOF
 user root;
 worker_processes $NCPU;
-worker_rlimit_nofile 100000;
+worker_rlimit_nofile $(ulimit -Hn);
 pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log warn;
-events { worker_connections 40000; }
+events { worker_connections $(( $(ulimit -Hn) < 40000 ? $(ulimit -Hn) : 40000 )); }
 http {
   access_log off;
   sendfile on; tcp_nopush on; tcp_nodelay on;
@@ -75,20 +95,8 @@ http {
   fastcgi_temp_path $W/nginx/tmp/fcgi; uwsgi_temp_path $W/nginx/tmp/uwsgi;
   scgi_temp_path $W/nginx/tmp/scgi;
   types { } default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:443 ssl reuseport; server_name $ORIGIN;
-    ssl_certificate $W/pki/origin.crt; ssl_certificate_key $W/pki/origin.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:bench:10m;
-    root $W/www;
-  }
-  server {
-    listen 127.0.0.1:443 ssl; server_name $EXCLUDED;
-    ssl_certificate $W/pki/excluded.crt; ssl_certificate_key $W/pki/excluded.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:bench:10m;
-    root $W/www;
-  }
+$(nginx_tls_server origin " reuseport")
+$(for n in excluded $(first_names); do nginx_tls_server "$n"; done)
   server { listen 127.0.0.1:80 reuseport; server_name $ORIGIN; root $W/www; }
 }
 EOF
@@ -168,7 +176,11 @@ cache_effective_user proxy
 client_persistent_connections on
 server_persistent_connections on
 EOF
-  squid -f "$d/squid.conf" || return 1
+  # -n: a service name of its own, so the SMP IPC sockets (/run/squid/NAME-*.ipc)
+  # and shared memory segments do not collide with another bench's Squid (the
+  # file system is shared across network namespaces; with the default name the
+  # workers of one Squid would take their listening socket from the other's)
+  squid -n "shojibench$$" -f "$d/squid.conf" || return 1
   wait_port $P_SQUID 30 || return 1
   cat "$d/run/squid.pid"
 }
@@ -243,6 +255,11 @@ rss_tree() {
     { pp[$1] = $2; rss[$1] = $3 }
     END { for (p in pp) { q = p; while (q != "" && q != root && q > 1) q = pp[q];
                           if (q == root) sum += rss[p] } print sum + 0 }'
+}
+
+# The soft RLIMIT_NOFILE of a process ("?" if it is gone).
+fd_limit() {
+  awk '/^Max open files/ { print $4 }' "/proc/$1/limits" 2>/dev/null || echo "?"
 }
 
 versions() {

@@ -2,9 +2,13 @@
 # bench/run.sh BUILD_DIR — `make bench`: shoji against a direct connection and
 # its peers (Squid ssl-bump, mitmproxy, privoxy, tinyproxy), all inside a
 # private network namespace with only loopback. See docs/PERFORMANCE.md.
-#   BENCH_QUICK=1   one repeat, short runs (~2-3 minutes)
+#   BENCH_QUICK=1   one repeat, short runs, 2,000 held (~4 minutes)
+#   BENCH_REPEATS=N repeats of every figure, medians reported (default 3; 1 quick)
+#   BENCH_HOLD=N    idle connections held per proxy (default 10000; 2000 quick)
+#   BENCH_FIRST_N=N never-seen names per first-contact series (default 20)
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
+#   BENCH_MODULES=0 / BENCH_FLEET=0   skip bench/modules.sh / bench/fleet.sh
 #   BENCH_PROFILE=1 instead: shoji under callgrind (decode keep-alive, new
 #                   decoded connections, new tunnels): bench/results/profile-*.txt
 #   BENCH_PROFILE=perf  the same cases sampled with perf (kernel included):
@@ -13,10 +17,21 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
+# The knobs, read the same way outside and inside the namespace.
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  REPEATS=${BENCH_REPEATS:-1} HOLD=${BENCH_HOLD:-2000} T=2 WARM=0.5
+else
+  REPEATS=${BENCH_REPEATS:-3} HOLD=${BENCH_HOLD:-10000} T=4 WARM=0.5
+fi
+FIRST_N=${BENCH_FIRST_N:-20}
+# never-seen names: a fresh block of FIRST_N for every repeat
+export FIRST_TOTAL=$((FIRST_N * REPEATS))
+
 outer() {
   local build=${1:-$ROOT/build}
   BUILD=$(cd "$build" && pwd) || { echo "bench: no build dir $build" >&2; exit 2; }
-  for b in shoji loadgen; do
+  for b in shoji loadgen firstconn; do
     [ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b missing (cmake --build $BUILD)" >&2; exit 2; }
   done
   [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespace)" >&2; exit 2; }
@@ -27,8 +42,10 @@ outer() {
   trap 'exit 130' INT TERM
   ip netns add "$NS"
   mkdir -p "/etc/netns/$NS"
-  printf '127.0.0.1 localhost origin.bench.test excluded.bench.test\n::1 localhost\n' \
-    > "/etc/netns/$NS/hosts"
+  {
+    printf '127.0.0.1 localhost origin.bench.test excluded.bench.test\n::1 localhost\n'
+    for i in $(seq 1 "$FIRST_TOTAL"); do printf '127.0.0.1 new%d.bench.test\n' "$i"; done
+  } > "/etc/netns/$NS/hosts"
   ip netns exec "$NS" ip link set lo up
   ip netns exec "$NS" "$0" --inner "$BUILD" "$W"
 }
@@ -54,9 +71,11 @@ fi
 # ---- inside the namespace ----
 BUILD=$2 W=$3
 NCPU=$(nproc)
-QUICK=${BENCH_QUICK:-0}
+# Every process started from here (loadgen, shoji, nginx, the peers) inherits
+# this: 10,000 decoded connections are 20,000 sockets in the proxy.
 ulimit -Hn 200000 2>/dev/null || true
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
 if [ -d "$ROOT/../shared/data/ut1" ]; then
   SHOJI_DB_SRC=$(cd "$ROOT/../shared/data/ut1" && pwd) DB_NOTE="UT1 (../shared/data/ut1)"
 else
@@ -76,34 +95,73 @@ if [ "${BENCH_PROFILE:-0}" != 0 ]; then
   exit 0
 fi
 
-if [ "$QUICK" = 1 ]; then
-  REPEATS=1 T=2 WARM=0.5 HOLD=2000 HOLD_T=20 PEER_HOLD_T=10
-else
-  REPEATS=3 T=4 WARM=0.5 HOLD=10000 HOLD_T=60 PEER_HOLD_T=30
-fi
+# estimate: prints what the run will take (seconds per part measured on the
+# 2-core machine, quiet; a busy machine stretches the hold tests up to their
+# time bounds, which the upper figure assumes).
+estimate() {
+  local n=0 nshoji=0 npeer=0 cfg per main hold_lo hold_hi extra
+  for cfg in $ORDER; do
+    n=$((n + 1))
+    case $cfg in direct*|shoji-http) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
+  done
+  per=$(( 4 * T + 3 ))                            # 4 tests: T + warm-up + start/drain
+  main=$(( 10 + FIRST_TOTAL / 10 + REPEATS * (n * per + 3) + REPEATS * 2 ))
+  hold_lo=$(( nshoji * (HOLD / 300 + 8) + npeer * (PEER_HOLD_T + 6) ))
+  hold_hi=$(( nshoji * (HOLD_T + 10) + npeer * (PEER_HOLD_T + 6) ))
+  extra=0
+  [ "${BENCH_MODULES:-1}" = 0 ] || extra=$((extra + (QUICK == 1 ? 10 : 20)))
+  [ "${BENCH_FLEET:-1}" = 0 ] || extra=$((extra + (QUICK == 1 ? 60 : 240)))
+  EST_MAIN=$((main + hold_lo))
+  log "estimated time: ~$(( (main + hold_lo + extra + 30) / 60 )) min" \
+      "(at most ~$(( (main + hold_hi + extra + 30) / 60 )) min if every hold test runs to its" \
+      "time bound): $n configurations x $REPEATS repeats x 4 tests ~$((REPEATS * n * per)) s," \
+      "hold tests $hold_lo-$hold_hi s, modules + fleet ~$extra s"
+}
+
+# Time bounds of the hold tests (handshakes; what is not open by then is
+# reported, not waited for): 120 s for shoji's 10,000, 30 s for each peer.
+HOLD_T=$(( HOLD * 12 / 1000 )); [ "$HOLD_T" -ge 20 ] || HOLD_T=20
+PEER_HOLD_T=$(( HOLD * 3 / 1000 )); [ "$PEER_HOLD_T" -ge 10 ] || PEER_HOLD_T=10
 RATE=200
 LOADAVG=$(cut -d" " -f1-3 /proc/loadavg)
 RES=$W/results.jsonl
 : > "$RES"
+ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
+in_order() { case " $ORDER " in *" $1 "*) return 0 ;; esac; return 1; }
 
-log "work dir $W, $NCPU cores, quick=$QUICK, category db from $DB_NOTE"
+log "work dir $W, $NCPU cores, quick=$QUICK, repeats $REPEATS, hold $HOLD, category db from $DB_NOTE"
+estimate
+if [ "$NOFILE" != unlimited ] && [ $((2 * HOLD + 200)) -gt "$NOFILE" ]; then
+  # without CAP_SYS_RESOURCE the hard limit cannot be raised, and a proxy
+  # needs two sockets (client + upstream) per held connection
+  log "WARNING: open-file limit $NOFILE (hard $(ulimit -Hn), not raisable here) is below" \
+      "2 x $HOLD held connections + spare: the proxies cannot hold them all (room for ~$(( (NOFILE - 50) / 2 )))"
+fi
+RUN_START=$SECONDS
 make_certs
 make_files
 make_policy
 declare -A PID
 PID[nginx]=$(start_nginx)
 PID[shoji]=$(start_shoji)
-PID[squid]=$(start_squid)
-PID[mitmproxy]=$(start_mitmproxy)
-PID[privoxy]=$(start_privoxy)
-PID[tinyproxy]=$(start_tinyproxy)
+# A peer starts only if it is measured; one that does not start is left out
+# of this run (logged; the report has no row for it) instead of ending it.
+for p in squid mitmproxy privoxy tinyproxy; do
+  in_order "$p" || continue
+  if pid=$("start_$p"); then
+    PID[$p]=$pid
+  else
+    log "$p did not start: left out of this run (its logs are under $W)"
+    ORDER=$(echo " $ORDER " | sed "s/ $p / /; s/^ *//; s/ *$//")
+  fi
+done
 sleep 1
 # The client trusts exactly the CA that must sign what it sees: the proxy's
 # for decoded configurations, the origin's for direct and tunnels. A proxy
 # that tunnels when it should decode (or the reverse) fails every request.
 declare -A CA=([origin]=$W/pki/ca.crt [shoji]=$W/shoji/state/ca.crt [squid]=$W/squid/ca.crt
   [mitmproxy]=$W/mitm/mitmproxy-ca-cert.pem [privoxy]=$W/privoxy/ca/cacert.crt)
-for p in nginx shoji squid mitmproxy privoxy tinyproxy; do
+for p in "${!PID[@]}"; do
   printf '{"label":"%s/idle/1","rss_idle_kib":%s,"pid":%s}\n' \
     "$p" "$(rss_tree "${PID[$p]}")" "${PID[$p]}" >> "$RES"
 done
@@ -120,8 +178,6 @@ declare -A CFG=(
   [privoxy]="127.0.0.1:$P_PRIVOXY $ORIGIN:443 0 privoxy privoxy"
   [tinyproxy]="127.0.0.1:$P_TINY $ORIGIN:443 0 tinyproxy origin"
 )
-ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
-
 # lg CONFIG TEST REPEAT loadgen-args...: one loadgen run, its JSON into $RES
 lg() {
   local cfg=$1 test=$2 rep=$3; shift 3
@@ -149,9 +205,33 @@ run_tests() { # CONFIG REPEAT
   lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
 }
 
+# First contact on the running, warm shoji: one firstconn process per repeat
+# takes FIRST_N names nobody has asked for yet (block REPEAT of new1..newN)
+# and times, per name, a direct new connection, a decoded one (the mint) and
+# a second decoded one (leaf cached). See bench/firstconn.c.
+first_series() { # REPEAT
+  local rep=$1 names out
+  names=$(seq $(( (rep - 1) * FIRST_N + 1 )) $(( rep * FIRST_N )) | sed 's/.*/new&.bench.test/' |
+          paste -sd,)
+  out=$("$BUILD/firstconn" --label "shoji-mint/series/$rep" --proxy 127.0.0.1:$P_SHOJI \
+        --proxy-ca "${CA[shoji]}" --origin-ca "${CA[origin]}" --names "$names" \
+        --warm-host "$ORIGIN" --warm 5 --path /1k --expect-len 1024 -t 120 \
+        --watch "${PID[shoji]}" 2>>"$W/loadgen.err") || true
+  if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "shoji-mint/series/$rep: no result"; fi
+  printf '  %-14s %-5s #%s %s\n' shoji-mint series "$rep" "$(echo "$out" | /usr/bin/python3 -c '
+import json,sys
+try:
+  d=json.load(sys.stdin)
+  print("%d names: direct %d us, first %d us (%+d), cached %d us (%+d), errors %d" % (d["names"],
+    d["direct"]["p50"], d["first"]["p50"], d["added_first"]["p50"], d["cached"]["p50"],
+    d["added_cached"]["p50"], d["errors"]))
+except Exception as e: print("?", e)')" >&2
+}
+
 for rep in $(seq 1 "$REPEATS"); do
-  log "repeat $rep/$REPEATS"
+  log "repeat $rep/$REPEATS ($((SECONDS - RUN_START)) s so far)"
   for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
+  if in_order shoji-decode; then first_series "$rep"; fi
 done
 
 # A fresh shoji for each of its hold tests: glibc keeps what a burst of
@@ -166,19 +246,24 @@ restart_shoji() {
     "$1" "$(rss_tree "${PID[shoji]}")" "${PID[shoji]}" >> "$RES"
 }
 
-log "held idle connections"
+log "held idle connections: $HOLD each ($((SECONDS - RUN_START)) s so far)"
 for cfg in $ORDER; do
   case $cfg in direct*|shoji-http) continue ;; esac
   t=$PEER_HOLD_T
   case $cfg in shoji*) t=$HOLD_T; restart_shoji "$cfg" ;; esac
   lg "$cfg" hold 1 --mode hold --hold "$HOLD" -c 64 -t "$t" --hold-time 3 --path /1k \
     --expect-len 1024 --io-timeout 20
+  read -r _ _ _ srv _ <<< "${CFG[$cfg]}"
+  printf '{"label":"%s/holdfds/1","fds_limit":"%s"}\n' "$cfg" "$(fd_limit "${PID[$srv]}")" >> "$RES"
   sleep 2
 done
 
-# first contact: a fresh shoji (empty certificate cache) and its first request
-log "first contact (minting)"
+# First contact on a fresh process (kept as its own line: it adds process
+# start-up, a cold /proc walk and a cold OpenSSL to the mint): a new shoji
+# (same CA, empty certificate cache) and a new loadgen for its first request.
+in_order shoji-decode && log "first contact on a fresh shoji ($((SECONDS - RUN_START)) s so far)"
 for rep in $(seq 1 "$REPEATS"); do
+  in_order shoji-decode || break
   st=$W/shoji-first-$rep
   mkdir -p "$st"
   cp "$W/shoji/state/ca.crt" "$W/shoji/state/ca.key" "$st/"
@@ -194,11 +279,13 @@ for rep in $(seq 1 "$REPEATS"); do
   kill "$fpid"; wait "$fpid" 2>/dev/null || true
 done
 
+log "measurements done in $((SECONDS - RUN_START)) s (estimated $EST_MAIN s)"
 mkdir -p "$ROOT/bench/results"
 cp "$RES" "$ROOT/bench/results/latest.jsonl"
 {
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_QUICK=$QUICK, repeats $REPEATS, ${T}s per run" \
-       "(+${WARM}s warm-up), load average at start: $LOADAVG."
+       "(+${WARM}s warm-up), $HOLD held per proxy, $FIRST_N never-seen names per first-contact" \
+       "series, load average at start: $LOADAVG; measurements took $((SECONDS - RUN_START)) s."
   echo "Category database: $DB_NOTE."
   echo
   versions
