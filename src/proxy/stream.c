@@ -187,6 +187,11 @@ static int tls_pump(struct pstream *s)
     }
     bool got = false, closed = false;
     while (s->want_read) {
+        if (!SSL_has_pending(s->ssl) && BIO_ctrl_pending(s->rbio) == 0) {
+            if (!got)              /* idle (resumed between requests): hold no */
+                SSL_free_buffers(s->ssl);   /* record buffers, and no `in` */
+            break;
+        }
         if (buf_reserve(&s->in, PSTREAM_READ_CHUNK) < 0)
             break;   /* the engine has not consumed yet; resume pumps again */
         ERR_clear_error();
