@@ -220,6 +220,34 @@ static int compile_exprs(struct catdb *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Heap copies of the category and alias names (a few KiB for UT1): the
+ * policy resolves names at load and the proxy logs them, and each of those
+ * touches would otherwise keep a page-cache folio (up to 2 MiB) of the
+ * string pool mapped. Runs after check_tables (every name_off is valid). */
+static int copy_names(struct catdb *db, char *err, size_t errlen)
+{
+    size_t n = (size_t)db->ncats + db->nalias, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = i < db->ncats ? db->cats[i].name_off : db->alias[i - db->ncats].name_off;
+        bytes += strlen(db->str + off) + 1;
+    }
+    db->names = malloc(n * sizeof *db->names + bytes);
+    db->alias_cat = malloc((db->nalias ? db->nalias : 1) * sizeof *db->alias_cat);
+    if (!db->names || !db->alias_cat)
+        return util_err(err, errlen, -ENOMEM, "out of memory");
+    char *p = (char *)(db->names + n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = i < db->ncats ? db->cats[i].name_off : db->alias[i - db->ncats].name_off;
+        size_t len = strlen(db->str + off) + 1;
+        memcpy(p, db->str + off, len);
+        db->names[i] = p;
+        p += len;
+    }
+    for (uint32_t i = 0; i < db->nalias; i++)
+        db->alias_cat[i] = (uint16_t)db->alias[i].cat;
+    return 0;
+}
+
 static int open_common(struct catdb *db, unsigned flags, char *err, size_t errlen)
 {
     db->hdr = (const struct cdb_header *)db->base;
@@ -228,6 +256,8 @@ static int open_common(struct catdb *db, unsigned flags, char *err, size_t errle
         rc = load_sections(db, err, errlen);
     if (rc == 0)
         rc = check_tables(db, err, errlen);
+    if (rc == 0)
+        rc = copy_names(db, err, errlen);
     if (rc == 0)
         rc = compile_exprs(db, err, errlen);
     return rc;
@@ -388,6 +418,8 @@ void catdb_close(struct catdb *db)
     }
     pcre2_match_context_free(db->mctx);
     cdb_pf_free(&db->pf);
+    free(db->names);
+    free(db->alias_cat);
     if (db->mapped)
         munmap((void *)db->base, db->size);
     free(db);

@@ -495,12 +495,19 @@ static void test_a_flipped_bit_anywhere_in_a_multi_chunk_file_is_refused(void **
 }
 
 /* Opening verifies the whole file without making it resident in the
- * process: the mapping holds no pages until lookups touch them. */
+ * process: the mapping holds no pages until lookups touch them, and an
+ * idle agent (names resolved, no lookups) holds none. */
 static void test_open_leaves_the_mapping_unresident_until_lookups(void **state)
 {
     struct fx *x = *state;
     write_big_lists(x->dir, 20000);
     build(x);
+    assert_int_equal(mapping_rss_kib(x->db_path), 0);
+    /* resolving names (what the policy does at load) does not touch it either */
+    int id = catdb_category_id(x->db, "big");
+    assert_true(id >= 0);
+    assert_string_equal(catdb_category_name(x->db, (uint16_t)id), "big");
+    assert_int_equal(catdb_category_id(x->db, "nosuch"), -1);
     assert_int_equal(mapping_rss_kib(x->db_path), 0);
     assert_string_equal(cats_of(x->db, "a.host77.d77.example", "/"), "big");
     assert_string_equal(cats_of(x->db, "site77.example", "/path/77/x"), "big");
