@@ -23,6 +23,23 @@ _Static_assert(sizeof(struct cdb_slot) == 16, "slot is 16 bytes");
 
 /* ---- open: every check happens here, once ---- */
 
+/* Internal open flag: the payload CRC was already verified, from the file
+ * (catdb_open reads it with pread so the mapping is not faulted in). */
+#define OPEN_PAYLOAD_VERIFIED 0x100u
+#define CRC_CHUNK (128u * 1024)       /* pread buffer: stays in L2 between read and CRC */
+
+static uint32_t crc_mem(const unsigned char *p, size_t left)
+{
+    uLong crc = crc32(0, Z_NULL, 0);
+    while (left) {                     /* zlib takes a uInt length */
+        uInt chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        left -= chunk;
+    }
+    return (uint32_t)crc;
+}
+
 static int check_header(struct catdb *db, unsigned flags, char *err, size_t errlen)
 {
     const struct cdb_header *h = db->hdr;
@@ -46,19 +63,9 @@ static int check_header(struct catdb *db, unsigned flags, char *err, size_t errl
     if (h->section_count == 0 || h->section_count > CDB_MAX_SECTIONS ||
         sizeof *h + (size_t)h->section_count * sizeof(struct cdb_section) > db->size)
         return util_err(err, errlen, -EINVAL, "bad section count %u", h->section_count);
-    if (!(flags & CATDB_OPEN_NO_CHECKSUM)) {
-        uLong crc = crc32(0, Z_NULL, 0);
-        const unsigned char *p = db->base + sizeof *h;
-        size_t left = db->size - sizeof *h;
-        while (left) {                     /* zlib takes a uInt length */
-            uInt chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
-            crc = crc32(crc, p, chunk);
-            p += chunk;
-            left -= chunk;
-        }
-        if ((uint32_t)crc != h->payload_crc)
-            return util_err(err, errlen, -EINVAL, "checksum mismatch: the file is corrupt, recompile it");
-    }
+    if (!(flags & (CATDB_OPEN_NO_CHECKSUM | OPEN_PAYLOAD_VERIFIED)) &&
+        crc_mem(db->base + sizeof *h, db->size - sizeof *h) != h->payload_crc)
+        return util_err(err, errlen, -EINVAL, "checksum mismatch: the file is corrupt, recompile it");
     return 0;
 }
 
@@ -213,6 +220,34 @@ static int compile_exprs(struct catdb *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Heap copies of the category and alias names (a few KiB for UT1): the
+ * policy resolves names at load and the proxy logs them, and each of those
+ * touches would otherwise keep a page-cache folio (up to 2 MiB) of the
+ * string pool mapped. Runs after check_tables (every name_off is valid). */
+static int copy_names(struct catdb *db, char *err, size_t errlen)
+{
+    size_t n = (size_t)db->ncats + db->nalias, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = i < db->ncats ? db->cats[i].name_off : db->alias[i - db->ncats].name_off;
+        bytes += strlen(db->str + off) + 1;
+    }
+    db->names = malloc(n * sizeof *db->names + bytes);
+    db->alias_cat = malloc((db->nalias ? db->nalias : 1) * sizeof *db->alias_cat);
+    if (!db->names || !db->alias_cat)
+        return util_err(err, errlen, -ENOMEM, "out of memory");
+    char *p = (char *)(db->names + n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = i < db->ncats ? db->cats[i].name_off : db->alias[i - db->ncats].name_off;
+        size_t len = strlen(db->str + off) + 1;
+        memcpy(p, db->str + off, len);
+        db->names[i] = p;
+        p += len;
+    }
+    for (uint32_t i = 0; i < db->nalias; i++)
+        db->alias_cat[i] = (uint16_t)db->alias[i].cat;
+    return 0;
+}
+
 static int open_common(struct catdb *db, unsigned flags, char *err, size_t errlen)
 {
     db->hdr = (const struct cdb_header *)db->base;
@@ -221,6 +256,8 @@ static int open_common(struct catdb *db, unsigned flags, char *err, size_t errle
         rc = load_sections(db, err, errlen);
     if (rc == 0)
         rc = check_tables(db, err, errlen);
+    if (rc == 0)
+        rc = copy_names(db, err, errlen);
     if (rc == 0)
         rc = compile_exprs(db, err, errlen);
     return rc;
@@ -236,12 +273,79 @@ int catdb_open_mem(const void *buf, size_t len, unsigned flags, struct catdb **o
         return util_err(err, errlen, -ENOMEM, "out of memory");
     db->base = buf;
     db->size = len;
-    int rc = open_common(db, flags, err, errlen);
+    int rc = open_common(db, flags & ~OPEN_PAYLOAD_VERIFIED, err, errlen);
     if (rc < 0) {
         catdb_close(db);
         return rc;
     }
     *out = db;
+    return 0;
+}
+
+/* Reads exactly `len` bytes at `off`; -errno, or -EIO on a short file. */
+static int pread_full(int fd, void *buf, size_t len, off_t off)
+{
+    unsigned char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EIO;
+        p += r;
+        len -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+/* CRC32 of bytes [off, off + len) of the file, read through a small buffer:
+ * the data passes through the page cache and one 128 KiB buffer (its own
+ * mapping, returned at once), never through the database's mapping, so
+ * verifying does not make the whole file resident in this process. */
+static int crc_file(int fd, off_t off, size_t len, uint32_t *out)
+{
+    unsigned char *buf = mmap(NULL, CRC_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        return -errno;
+    (void)posix_fadvise(fd, off, (off_t)len, POSIX_FADV_SEQUENTIAL);
+    uLong crc = crc32(0, Z_NULL, 0);
+    int rc = 0;
+    while (len && rc == 0) {
+        size_t n = len < CRC_CHUNK ? len : CRC_CHUNK;
+        rc = pread_full(fd, buf, n, off);
+        if (rc == 0) {
+            crc = crc32(crc, buf, (uInt)n);
+            off += (off_t)n;
+            len -= n;
+        }
+    }
+    munmap(buf, CRC_CHUNK);
+    *out = (uint32_t)crc;
+    return rc;
+}
+
+/* The header and the payload CRC, checked from the file before it is mapped.
+ * `h` gets the verified header. */
+static int verify_file(int fd, size_t size, struct cdb_header *h, char *err, size_t errlen)
+{
+    int rc = pread_full(fd, h, sizeof *h, 0);
+    if (rc < 0)
+        return util_err(err, errlen, rc, "read: %s", strerror(-rc));
+    struct catdb tmp = { .base = (const unsigned char *)h, .size = size, .hdr = h };
+    rc = check_header(&tmp, OPEN_PAYLOAD_VERIFIED, err, errlen);
+    if (rc < 0)
+        return rc;
+    uint32_t crc = 0;
+    rc = crc_file(fd, (off_t)sizeof *h, size - sizeof *h, &crc);
+    if (rc == -EIO)
+        return util_err(err, errlen, -EINVAL, "file shrank while being read: truncated or corrupt");
+    if (rc < 0)
+        return util_err(err, errlen, rc, "read: %s", strerror(-rc));
+    if (crc != h->payload_crc)
+        return util_err(err, errlen, -EINVAL, "checksum mismatch: the file is corrupt, recompile it");
     return 0;
 }
 
@@ -261,11 +365,21 @@ int catdb_open(const char *path, struct catdb **out, char *err, size_t errlen)
         return util_err(err, errlen, -EINVAL, "%s: size %lld is not that of a category database (truncated?)", path,
                         (long long)st.st_size);
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    char why[UTIL_ERRLEN];
+    struct cdb_header h;
+    int rc = verify_file(fd, (size_t)st.st_size, &h, why, sizeof why);
+    if (rc < 0) {
+        close(fd);
+        return util_err(err, errlen, rc, "%s: %s", path, why);
+    }
+    /* No MAP_POPULATE: pages become resident as lookups touch them;
+     * MADV_RANDOM keeps a fault from reading ahead pages no lookup needs. */
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
     if (map == MAP_FAILED)
         return util_err(err, errlen, -e, "%s: mmap: %s", path, strerror(e));
+    (void)madvise(map, (size_t)st.st_size, MADV_RANDOM);
     struct catdb *db = calloc(1, sizeof *db);
     if (!db) {
         munmap(map, (size_t)st.st_size);
@@ -274,12 +388,21 @@ int catdb_open(const char *path, struct catdb **out, char *err, size_t errlen)
     db->base = map;
     db->size = (size_t)st.st_size;
     db->mapped = 1;
-    char why[UTIL_ERRLEN];
-    int rc = open_common(db, 0, why, sizeof why);
+    /* The mapping is of the file just verified (same descriptor); a header
+     * that differs means someone rewrote it in place meanwhile. */
+    if (memcmp(map, &h, sizeof h) != 0)
+        rc = util_err(why, sizeof why, -EINVAL, "file changed while being opened: truncated or corrupt");
+    else
+        rc = open_common(db, OPEN_PAYLOAD_VERIFIED, why, sizeof why);
     if (rc < 0) {
         catdb_close(db);
         return util_err(err, errlen, rc, "%s: %s", path, why);
     }
+    /* The structural checks above read the small tables and, for the URL
+     * entries, bytes spread over the whole string pool (each fault maps up
+     * to 64 KiB around it): unmap those pages again. The file stays in the
+     * page cache; a lookup faults back in only what it reads. */
+    (void)madvise(map, (size_t)st.st_size, MADV_DONTNEED);
     *out = db;
     return 0;
 }
@@ -295,6 +418,8 @@ void catdb_close(struct catdb *db)
     }
     pcre2_match_context_free(db->mctx);
     cdb_pf_free(&db->pf);
+    free(db->names);
+    free(db->alias_cat);
     if (db->mapped)
         munmap((void *)db->base, db->size);
     free(db);

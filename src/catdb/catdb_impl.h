@@ -64,6 +64,11 @@ struct catdb {
     uint32_t nurls;
     const struct cdb_expr *exprs;
     uint32_t nexprs;
+    const char **names;               /* ncats category names, then nalias alias
+                                         names: heap copies, so resolving names
+                                         (policy load, logs) never touches the
+                                         mapping (catdb.c: copy_names) */
+    uint16_t *alias_cat;              /* nalias targets, heap copy */
     pcre2_code **re;                  /* nexprs compiled expressions */
     pcre2_match_context *mctx;
     struct cdb_prefilters pf;

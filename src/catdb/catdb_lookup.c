@@ -243,7 +243,7 @@ const char *catdb_category_name(const struct catdb *db, uint16_t id)
 {
     if (!db || id >= db->ncats)
         return NULL;
-    return db->str + db->cats[id].name_off;
+    return db->names[id];
 }
 
 /* "ja-JP" and "ja_JP" match "ja". */
@@ -288,11 +288,11 @@ int catdb_category_id(const struct catdb *db, const char *name)
     if (!db || !name)
         return -1;
     for (uint32_t i = 0; i < db->ncats; i++)
-        if (strcmp(db->str + db->cats[i].name_off, name) == 0)
+        if (strcmp(db->names[i], name) == 0)
             return (int)i;
     for (uint32_t i = 0; i < db->nalias; i++)
-        if (strcmp(db->str + db->alias[i].name_off, name) == 0)
-            return (int)db->alias[i].cat;
+        if (strcmp(db->names[db->ncats + i], name) == 0)
+            return (int)db->alias_cat[i];
     return -1;
 }
 
@@ -332,6 +332,6 @@ const char *catdb_alias_name(const struct catdb *db, size_t i, uint16_t *target)
     if (!db || i >= db->nalias)
         return NULL;
     if (target)
-        *target = (uint16_t)db->alias[i].cat;
-    return db->str + db->alias[i].name_off;
+        *target = db->alias_cat[i];
+    return db->names[db->ncats + i];
 }

@@ -195,6 +195,11 @@ static int tls_pump(struct pstream *s)
     }
     bool got = false, closed = false;
     while (s->want_read) {
+        if (!SSL_has_pending(s->ssl) && BIO_ctrl_pending(s->rbio) == 0) {
+            if (!got)              /* idle (resumed between requests): hold no */
+                SSL_free_buffers(s->ssl);   /* record buffers, and no `in` */
+            break;
+        }
         if (pstream_in_room(s, PSTREAM_MIN_ROOM) < 0) {
             pstream_pause(s);   /* the conn has not consumed yet; resume pumps again */
             break;

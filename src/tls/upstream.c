@@ -9,6 +9,7 @@
 #include "tls/upstream.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -125,6 +126,41 @@ static SSL_CTX *ctx_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *wha
     return NULL;
 }
 
+/* True if `dir` holds OpenSSL hash links ("1a2b3c4d.0"), as Debian's
+ * update-ca-certificates makes for every certificate of the bundle. */
+static int dir_has_hash_links(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    for (int n = 0; !found && n < 100000 && (e = readdir(d)); n++) {
+        const char *s = e->d_name;
+        int hex = 0;
+        while (hex < 8 && ((s[hex] >= '0' && s[hex] <= '9') || (s[hex] >= 'a' && s[hex] <= 'f')))
+            hex++;
+        found = hex == 8 && s[8] == '.' && s[9] >= '0' && s[9] <= '9';
+    }
+    closedir(d);
+    return found;
+}
+
+/* The system trust store. When the default certificate directory is hashed
+ * (Debian), only a directory lookup is installed: a CA certificate is read
+ * when a chain first needs it and then stays cached in the store, instead
+ * of parsing the whole bundle at start (146 certificates, 0.86 MiB of heap
+ * on Debian 12). With SSL_CERT_FILE or SSL_CERT_DIR set, or no hash links,
+ * OpenSSL's defaults (bundle file + directory) as before. */
+static int load_system_store(SSL_CTX *ctx)
+{
+    if (getenv(X509_get_default_cert_file_env()) || getenv(X509_get_default_cert_dir_env()) ||
+        !dir_has_hash_links(X509_get_default_cert_dir()))
+        return SSL_CTX_set_default_verify_paths(ctx);
+    X509_LOOKUP *lu = X509_STORE_add_lookup(SSL_CTX_get_cert_store(ctx), X509_LOOKUP_hash_dir());
+    return lu && X509_LOOKUP_add_dir(lu, X509_get_default_cert_dir(), X509_FILETYPE_PEM);
+}
+
 SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errlen)
 {
     static const unsigned char alpn[] = "\x08http/1.1";
@@ -134,7 +170,7 @@ SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errle
         return ctx_fail(NULL, err, errlen, "cannot create a TLS client context");
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
         return ctx_fail(ctx, err, errlen, "cannot require TLS 1.2");
-    if (!SSL_CTX_set_default_verify_paths(ctx))
+    if (!load_system_store(ctx))
         return ctx_fail(ctx, err, errlen, "cannot load the system trust store");
     if (extra_ca_file && !SSL_CTX_load_verify_locations(ctx, extra_ca_file, NULL)) {
         char what[600];

@@ -418,6 +418,102 @@ static void test_corrupt_or_truncated_files_are_refused_with_a_clear_error(void 
     free(good);
 }
 
+/* Lists big enough that the database spans several of the 128 KiB reads
+ * with which catdb_open verifies the payload: n domains, half with a URL. */
+static void write_big_lists(const char *dir, int n)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%s/lists/big", dir);
+    assert_int_equal(util_mkdirs(p, 0755, NULL, 0), 0);
+    snprintf(p, sizeof p, "%s/lists/big/domains", dir);
+    FILE *d = fopen(p, "w");
+    snprintf(p, sizeof p, "%s/lists/big/urls", dir);
+    FILE *u = fopen(p, "w");
+    assert_non_null(d);
+    assert_non_null(u);
+    for (int i = 0; i < n; i++) {
+        fprintf(d, "host%d.d%d.example\n", i, i % 97);
+        if (i % 2)
+            fprintf(u, "site%d.example/path/%d\n", i, i);
+    }
+    fclose(d);
+    fclose(u);
+}
+
+/* Rss of the mapping of `path` in this process, in KiB; -1 if not mapped. */
+static long mapping_rss_kib(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[1024];
+    int in = 0;
+    long rss = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strchr(line, '-') && strchr(line, ':') && line[0] != ' ' && strstr(line, " r")) {
+            size_t n = strlen(line);
+            if (n && line[n - 1] == '\n')
+                line[n - 1] = '\0';
+            in = strlen(line) >= strlen(path) && strcmp(line + strlen(line) - strlen(path), path) == 0;
+        } else if (in && strncmp(line, "Rss:", 4) == 0) {
+            rss = atol(line + 4);
+            in = 0;
+        }
+    }
+    fclose(f);
+    return rss;
+}
+
+static void test_a_flipped_bit_anywhere_in_a_multi_chunk_file_is_refused(void **state)
+{
+    struct fx *x = *state;
+    write_big_lists(x->dir, 20000);
+    build(x);
+    catdb_close(x->db);
+    x->db = NULL;
+    size_t n;
+    unsigned char *good = read_all(x->db_path, &n);
+    assert_true(n > 3 * 128 * 1024);
+    unsigned char *bad = malloc(n);
+    assert_non_null(bad);
+    char path[160];
+    snprintf(path, sizeof path, "%s/bad.db", x->dir);
+    /* the first payload byte, both sides of each read boundary, the last byte */
+    size_t at[] = { 64, 128 * 1024 + 63, 128 * 1024 + 64, 2 * 128 * 1024 + 64, n - 1 };
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        memcpy(bad, good, n);
+        bad[at[i]] ^= 0x01;
+        write_all(path, bad, n);
+        expect_refused(path, "checksum mismatch: the file is corrupt, recompile it");
+    }
+    write_all(path, good, n);                            /* and the good copy opens */
+    struct catdb *db = NULL;
+    char err[UTIL_ERRLEN];
+    assert_int_equal(catdb_open(path, &db, err, sizeof err), 0);
+    catdb_close(db);
+    free(bad);
+    free(good);
+}
+
+/* Opening verifies the whole file without making it resident in the
+ * process: the mapping holds no pages until lookups touch them, and an
+ * idle agent (names resolved, no lookups) holds none. */
+static void test_open_leaves_the_mapping_unresident_until_lookups(void **state)
+{
+    struct fx *x = *state;
+    write_big_lists(x->dir, 20000);
+    build(x);
+    assert_int_equal(mapping_rss_kib(x->db_path), 0);
+    /* resolving names (what the policy does at load) does not touch it either */
+    int id = catdb_category_id(x->db, "big");
+    assert_true(id >= 0);
+    assert_string_equal(catdb_category_name(x->db, (uint16_t)id), "big");
+    assert_int_equal(catdb_category_id(x->db, "nosuch"), -1);
+    assert_int_equal(mapping_rss_kib(x->db_path), 0);
+    assert_string_equal(cats_of(x->db, "a.host77.d77.example", "/"), "big");
+    assert_string_equal(cats_of(x->db, "site77.example", "/path/77/x"), "big");
+    assert_true(mapping_rss_kib(x->db_path) > 0);
+}
+
 static void test_offsets_out_of_range_are_refused_even_with_checksums_off(void **state)
 {
     struct fx *x = *state;
@@ -570,6 +666,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compile_refuses_a_folder_without_categories, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_or_truncated_files_are_refused_with_a_clear_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offsets_out_of_range_are_refused_even_with_checksums_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_flipped_bit_anywhere_in_a_multi_chunk_file_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_leaves_the_mapping_unresident_until_lookups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_ut1_slice_compiles_and_finds_known_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shipped_sample_lists_compile, setup, teardown),
         cmocka_unit_test(test_split_url_and_catset),

@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -309,6 +311,57 @@ static void test_missing_extra_ca_file_is_a_clear_error(void **state)
     SSL_free(ssl);
 }
 
+/* The system trust store is a hashed-directory lookup (Debian): nothing is
+ * parsed when the context is made, and a system root is still found when a
+ * chain needs it. Skipped where the default directory has no hash links. */
+static void test_system_roots_are_found_on_demand_not_loaded_at_start(void **state)
+{
+    (void)state;
+    const char *dir = X509_get_default_cert_dir();
+    DIR *d = opendir(dir);
+    char path[1024] = "";
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (strlen(e->d_name) == 10 && strcmp(e->d_name + 8, ".0") == 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            break;
+        }
+    if (d)
+        closedir(d);
+    if (!path[0])
+        skip();
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    X509 *root = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    assert_non_null(root);
+    char *env_file = getenv("SSL_CERT_FILE"), *env_dir = getenv("SSL_CERT_DIR");
+    char *keep_file = env_file ? strdup(env_file) : NULL, *keep_dir = env_dir ? strdup(env_dir) : NULL;
+    unsetenv("SSL_CERT_FILE");
+    unsetenv("SSL_CERT_DIR");
+    char err[UTIL_ERRLEN];
+    SSL_CTX *ctx = tls_upstream_ctx_new(NULL, err, sizeof err);
+    assert_non_null(ctx);
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    assert_int_equal(sk_X509_OBJECT_num(X509_STORE_get0_objects(st)), 0);   /* nothing parsed */
+    X509_STORE_CTX *sc = X509_STORE_CTX_new();
+    assert_non_null(sc);
+    assert_int_equal(X509_STORE_CTX_init(sc, st, NULL, NULL), 1);
+    X509_OBJECT *o = X509_STORE_CTX_get_obj_by_subject(sc, X509_LU_X509, X509_get_subject_name(root));
+    assert_non_null(o);
+    assert_int_equal(X509_cmp(X509_OBJECT_get0_X509(o), root), 0);
+    X509_OBJECT_free(o);
+    X509_STORE_CTX_free(sc);
+    SSL_CTX_free(ctx);
+    X509_free(root);
+    if (keep_file)
+        setenv("SSL_CERT_FILE", keep_file, 1);
+    if (keep_dir)
+        setenv("SSL_CERT_DIR", keep_dir, 1);
+    free(keep_file);
+    free(keep_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +374,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_accepts_only_http11_and_clients_without_alpn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_connection_to_same_host_resumes_the_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_extra_ca_file_is_a_clear_error, setup, teardown),
+        cmocka_unit_test(test_system_roots_are_found_on_demand_not_loaded_at_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
