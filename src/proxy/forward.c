@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -386,10 +387,37 @@ static void pool_key(const struct conn *c, const struct exchange *ex, char *key,
         snprintf(key, cap, "%s:%u", ex->host, ex->port);
 }
 
+/* Zeroes *obj except its array member `arr` (which a parser fills and
+ * counts itself). */
+#define ZERO_EXCEPT(obj, arr)                                                              \
+    do {                                                                                   \
+        char *base_ = (char *)(obj);                                                       \
+        size_t a_ = offsetof(__typeof__(*(obj)), arr), e_ = a_ + sizeof((obj)->arr);       \
+        memset(base_, 0, a_);                                                              \
+        memset(base_ + e_, 0, sizeof *(obj) - e_);                                         \
+    } while (0)
+
+/* A zeroed exchange, but for the header arrays of its request and response
+ * (8 KiB the HTTP parsers fill and count themselves): one per request. */
+static struct exchange *exchange_new(void)
+{
+    struct exchange *ex = malloc(sizeof *ex);
+    if (!ex)
+        return NULL;
+    char *base = (char *)ex;
+    size_t rq = offsetof(struct exchange, req), rs = offsetof(struct exchange, resp);
+    memset(base, 0, rq);
+    ZERO_EXCEPT(&ex->req, headers);
+    memset(base + rq + sizeof ex->req, 0, rs - (rq + sizeof ex->req));
+    ZERO_EXCEPT(&ex->resp, headers);
+    memset(base + rs + sizeof ex->resp, 0, sizeof *ex - (rs + sizeof ex->resp));
+    return ex;
+}
+
 void fwd_begin(struct conn *c)
 {
     struct pstream *cl = c->client;
-    struct exchange *ex = calloc(1, sizeof *ex);
+    struct exchange *ex = exchange_new();
     struct http_limits lim = {
         .max_head = c->w->sh->cfg->limits.max_head,
         .max_line = c->w->sh->cfg->limits.max_line,

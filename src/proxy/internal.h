@@ -52,7 +52,11 @@ struct pstream {
     struct conn *conn;         /* NULL while idle in the pool */
     enum pstream_side side;
     SSL *ssl;                  /* NULL: plaintext */
-    BIO *rbio, *wbio;          /* owned by ssl */
+    BIO *rbio, *wbio;          /* owned by ssl (tlsbio.c) */
+    struct buf rx;             /* ciphertext left over by the last read */
+    size_t rx_off;
+    const char *ext_p;         /* ciphertext of the read being processed */
+    size_t ext_len;
     bool handshake_done;
     bool want_read;            /* the engine wants bytes */
     bool reading;              /* uv_read_start is active */
@@ -252,6 +256,8 @@ struct worker {
     uv_timer_t stop_timer;
     struct platform_proc_cache *proc_cache;
     struct bufpool bufs;       /* spare stream input buffers (bufpool.c) */
+    struct buf tx;             /* ciphertext to send, of one stream (tlsbio.c) */
+    struct pstream *tx_owner;
     bool stopping;
     bool listener_closed;
     uint64_t stop_deadline_ms;
@@ -268,6 +274,22 @@ int pstream_in_room(struct pstream *s, size_t min_room);
 /* Gives an empty input buffer back to the pool (or frees it). */
 void pstream_in_release(struct pstream *s);
 void bufpool_drain(struct bufpool *bp);
+
+/* tlsbio.c: the BIO under every stream's SSL. Reads come straight from the
+ * socket read's buffer (what a read leaves, a partial record, is kept in
+ * s->rx); writes collect in the worker's tx buffer and go to the socket with
+ * one write per flush (pstream_raw_write). Single-threaded per worker: bytes
+ * of one stream are flushed before another stream writes. */
+#define TLSBIO_TX_KEEP (64u * 1024)        /* tx flushed past this; larger freed */
+#define TLSBIO_TX_MAX (TLSBIO_TX_KEEP + 32u * 1024)
+#define TLSBIO_RX_MAX (256u * 1024)        /* kept ciphertext when reading stops */
+int tlsbio_attach(struct pstream *s);              /* after SSL_new */
+void tlsbio_feed(struct pstream *s, const char *data, size_t len);
+int tlsbio_keep_rest(struct pstream *s);           /* copy what the engine left */
+void tlsbio_release(struct pstream *s);            /* drop an empty rx buffer */
+int tlsbio_flush(struct pstream *s);
+void tlsbio_forget(struct pstream *s);             /* the stream is going away */
+int pstream_raw_write(struct pstream *s, const char *data, size_t len);
 
 /* stream.c */
 struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side side);

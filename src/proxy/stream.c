@@ -48,6 +48,7 @@ struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side 
     s->tls_alert = -1;
     buf_init(&s->in, PSTREAM_IN_MAX);
     buf_init(&s->cork, PSTREAM_CORK_MAX);
+    buf_init(&s->rx, TLSBIO_RX_MAX);
     return s;
 }
 
@@ -101,7 +102,7 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Queues raw bytes on the socket; tries a direct write first. */
-static int raw_write(struct pstream *s, const char *data, size_t len)
+int pstream_raw_write(struct pstream *s, const char *data, size_t len)
 {
     if (s->closing || s->shut)
         return -EPIPE;
@@ -134,21 +135,7 @@ static int raw_write(struct pstream *s, const char *data, size_t len)
 }
 
 /* Moves whatever TLS produced (handshake, records, alerts) to the socket. */
-static int flush_wbio(struct pstream *s)
-{
-    char tmp[16384 + 512];
-    for (;;) {
-        size_t n = BIO_ctrl_pending(s->wbio);
-        if (n == 0)
-            return 0;
-        int r = BIO_read(s->wbio, tmp, (int)UTIL_MIN(n, sizeof tmp));
-        if (r <= 0)
-            return 0;
-        int rc = raw_write(s, tmp, (size_t)r);
-        if (rc < 0)
-            return rc;
-    }
-}
+static int flush_wbio(struct pstream *s) { return tlsbio_flush(s); }
 
 static int tls_error_code(struct pstream *s, int ret)
 {
@@ -242,6 +229,16 @@ static int tls_pump(struct pstream *s)
     return s->closing ? -1 : 0;
 }
 
+/* After a pump over a read's bytes: what the engine did not take yet (a
+ * partial record, or all of it when reading stopped) is copied aside, since
+ * the read buffer is the worker's. */
+static void keep_rest(struct pstream *s)
+{
+    if (tlsbio_keep_rest(s) < 0 && !s->closing)
+        notify_error(s, -ENOBUFS);
+    tlsbio_release(s);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
     struct pstream *s = st->data;
@@ -273,11 +270,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     }
     if (s->ssl) {
-        if (BIO_write(s->rbio, b->base, (int)nread) != (int)nread) {
-            notify_error(s, -ENOMEM);
-            return;
-        }
+        tlsbio_feed(s, b->base, (size_t)nread);
         tls_pump(s);
+        keep_rest(s);
         return;
     }
     s->in.len += (size_t)nread;
@@ -355,7 +350,7 @@ int pstream_write(struct pstream *s, const void *data, size_t len)
 static int write_now(struct pstream *s, const void *data, size_t len)
 {
     if (!s->ssl)
-        return raw_write(s, data, len);
+        return pstream_raw_write(s, data, len);
     const char *p = data;
     while (len) {
         clear_tls_errors();
@@ -374,17 +369,11 @@ static int tls_setup(struct pstream *s, SSL_CTX *ctx)
     s->ssl = SSL_new(ctx);
     if (!s->ssl)
         return -ENOMEM;
-    s->rbio = BIO_new(BIO_s_mem());
-    s->wbio = BIO_new(BIO_s_mem());
-    if (!s->rbio || !s->wbio) {
-        BIO_free(s->rbio);
-        BIO_free(s->wbio);
+    if (tlsbio_attach(s) < 0) {
         SSL_free(s->ssl);
         s->ssl = NULL;
         return -ENOMEM;
     }
-    BIO_set_mem_eof_return(s->rbio, -1);
-    SSL_set_bio(s->ssl, s->rbio, s->wbio);
     return 0;
 }
 
@@ -420,10 +409,11 @@ int pstream_tls_client(struct pstream *s, SSL_CTX *ctx, const char *host)
 
 int pstream_tls_feed(struct pstream *s, const char *data, size_t len)
 {
-    if (len && BIO_write(s->rbio, data, (int)len) != (int)len)
-        return -ENOMEM;
+    tlsbio_feed(s, data, len);
     s->want_read = true;
-    if (tls_pump(s) < 0)
+    int rc = tls_pump(s);
+    keep_rest(s);
+    if (rc < 0)
         return -EPIPE;
     return pstream_start(s);
 }
@@ -511,6 +501,7 @@ static void on_close(uv_handle_t *h)
     struct pstream *s = h->data;
     if (s->conn)
         conn_on_stream_closed(s->conn, s);
+    tlsbio_forget(s);
     if (s->ssl)
         SSL_free(s->ssl);
     s->in.len = 0;

@@ -408,6 +408,7 @@ static void worker_main(void *arg)
     uv_loop_close(&w->loop);
     access_log_batch_end();
     bufpool_drain(&w->bufs);
+    buf_free(&w->tx);
     if (w->proc_cache)
         platform_proc_cache_free(w->proc_cache);
 }
@@ -452,6 +453,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     uv_prepare_start(&w->log_flush, on_prepare);
     uv_unref((uv_handle_t *)&w->log_flush);
     uv_timer_init(&w->loop, &w->log_timer);
+    buf_init(&w->tx, TLSBIO_TX_MAX);
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
     w->proc_cache = platform_proc_cache_new();   /* NULL: apps stay unknown */
