@@ -395,8 +395,7 @@ class Origin:
                 % (self.name, self.marker, req.path)).encode()
 
     def _head(self, code, ctype, length, keep, extra=()):
-        reason = {200: "OK", 204: "No Content", 304: "Not Modified", 401: "Unauthorized",
-                  404: "Not Found"}.get(code, "Status")
+        reason = {200: "OK", 204: "No Content", 304: "Not Modified", 404: "Not Found"}.get(code, "Status")
         lines = ["HTTP/1.1 %d %s" % (code, reason), "Server: shoji-test-origin",
                  "X-Origin: %s" % self.name]
         if ctype and code not in (204, 304):
