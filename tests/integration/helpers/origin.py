@@ -22,6 +22,14 @@ Routes (any method; HEAD gets the GET headers and no body):
   ?close_after_ms=T on the default page: answers with keep-alive, then
                     closes the idle connection T ms later (a server-side
                     keep-alive timeout: a pooled connection goes stale)
+  ?auth=ntlm        on the default page: answers 401 with
+                    `WWW-Authenticate: NTLM` (connection-based auth);
+                    ?auth=negotiate likewise; &code=200 answers 200 instead;
+                    &pad_header=N adds N bytes of X-Pad-I headers before it
+  ?drop_next=1      on the default page: answers (keep-alive), then reads
+                    the NEXT request on that connection (head and body; it is
+                    logged) and closes the socket without answering (an idle
+                    connection the origin drops just as it is reused)
 Origins are context managers; stop() closes every connection.
 """
 import hashlib
@@ -350,6 +358,24 @@ class Origin:
         if path == "/hang":
             self._stop.wait(60)
             return False
+        if "auth" in req.query:
+            scheme = {"ntlm": "NTLM", "negotiate": "Negotiate"}.get(req.query["auth"], req.query["auth"])
+            code = int(req.query.get("code", "401"))
+            body = self._page(req)
+            extra = ["WWW-Authenticate: " + scheme]
+            if "pad_header" in req.query:   # a big response head (the proxy's buffer grows)
+                pad = int(req.query["pad_header"])
+                extra[:0] = ["X-Pad-%d: %s" % (i, "p" * min(1000, pad - i * 1000))
+                             for i in range((pad + 999) // 1000)]
+            head = self._head(code, "text/html", len(body), keep, extra)
+            sock.sendall(head if req.method == "HEAD" else head + body)
+            return keep
+        if req.query.get("drop_next") == "1":
+            self._send(sock, req, 200, self._page(req), "text/html", True)
+            nxt = self._read_head(rd, cid)
+            for piece in self._body_iter(sock, rd, nxt):
+                nxt.body_bytes += len(piece)
+            return False   # closed without an answer
         if "close_after_ms" in req.query:
             self._send(sock, req, 200, self._page(req), "text/html", True)
             self._stop.wait(int(req.query["close_after_ms"]) / 1000.0)
