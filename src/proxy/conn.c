@@ -810,6 +810,7 @@ bool conn_take_pooled_upstream(struct conn *c)
     c->up = s;
     c->refs++;
     c->upstream_tls = true;
+    c->up_idle = true;   /* it served requests before: a retry is allowed */
     sockaddr_fmt_peer(s, c->dst_addr, sizeof c->dst_addr);
     atomic_fetch_add(&c->w->sh->m.upstream_reused, 1);
     on_decode_upstream(c, 0, NULL);

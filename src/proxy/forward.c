@@ -578,6 +578,28 @@ void fwd_on_client_data(struct conn *c)
 
 /* ---- response ------------------------------------------------------------------ */
 
+/* NTLM and Negotiate authenticate the connection, not the request: any
+ * `field` of the message offering or using them. */
+static bool auth_on_connection(const struct http_header *h, size_t n, const char *field)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!sv_ieq_cstr(h[i].name, field))
+            continue;
+        struct sv v = h[i].value;
+        if ((v.n >= 4 && strncasecmp(v.p, "NTLM", 4) == 0) ||
+            (v.n >= 9 && strncasecmp(v.p, "Negotiate", 9) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* The request's own field (its head is kept in head_copy); the response's
+ * WWW-Authenticate was looked at in response_head. */
+static bool connection_auth(const struct exchange *ex)
+{
+    return auth_on_connection(ex->req.headers, ex->req.nheaders, "authorization");
+}
+
 static bool response_head(struct conn *c)
 {
     struct exchange *ex = c->ex;
@@ -621,6 +643,10 @@ static bool response_head(struct conn *c)
             buf_consume(&up->in, (size_t)r);
             continue;
         }
+        /* Read the head's fields now: they point into up->in, which the
+         * body moves over and which goes back to the pool when idle. */
+        if (c->kind == CK_DECODE && auth_on_connection(ex->resp.headers, ex->resp.nheaders, "www-authenticate"))
+            c->up_pinned = true;
         ex->client_keep_alive = ex->req.keep_alive && ex->resp.body != HTTP_BODY_UNTIL_CLOSE &&
                                 !c->w->stopping && !ex->client_eof;
         struct buf b;
@@ -632,6 +658,8 @@ static bool response_head(struct conn *c)
         ex->resp_bytes += b.len;
         buf_free(&b);
         buf_consume(&up->in, (size_t)r);
+        ex->resp.nheaders = 0;   /* its views into up->in end here */
+        ex->resp.reason = (struct sv){ 0 };
         if (rc < 0) {
             conn_close(c);
             return false;
@@ -710,27 +738,6 @@ void fwd_on_upstream_data(struct conn *c)
 {
     if (c->ex)
         pump_response(c);
-}
-
-/* NTLM and Negotiate authenticate the connection, not the request: any
- * `field` of the message offering or using them. */
-static bool auth_on_connection(const struct http_header *h, size_t n, const char *field)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (!sv_ieq_cstr(h[i].name, field))
-            continue;
-        struct sv v = h[i].value;
-        if ((v.n >= 4 && strncasecmp(v.p, "NTLM", 4) == 0) ||
-            (v.n >= 9 && strncasecmp(v.p, "Negotiate", 9) == 0))
-            return true;
-    }
-    return false;
-}
-
-static bool connection_auth(const struct exchange *ex)
-{
-    return auth_on_connection(ex->req.headers, ex->req.nheaders, "authorization") ||
-           auth_on_connection(ex->resp.headers, ex->resp.nheaders, "www-authenticate");
 }
 
 static void finish(struct conn *c)

@@ -224,18 +224,9 @@ def test_origin_connection_not_shared_between_users(agent, good):
 
 # --- 4. connection-based auth pins --------------------------------------------------
 
-KNOWN_RESPONSE_AUTH_NOT_SEEN = (
-    "agent bug: connection_auth() in finish() reads ex->resp.headers, which point into "
-    "c->up->in; response_head() buf_consume()d the head (the body was memmoved over it) and "
-    "pstream_in_release() just gave the buffer back, so WWW-Authenticate: NTLM/Negotiate "
-    "from the origin never pins the origin connection")
-
-
 @pytest.mark.parametrize("how", [
-    pytest.param("www-authenticate-ntlm",
-                 marks=pytest.mark.xfail(strict=True, reason=KNOWN_RESPONSE_AUTH_NOT_SEEN)),
-    pytest.param("www-authenticate-negotiate",
-                 marks=pytest.mark.xfail(strict=True, reason=KNOWN_RESPONSE_AUTH_NOT_SEEN)),
+    "www-authenticate-ntlm",
+    "www-authenticate-negotiate",
     "authorization-ntlm",
 ])
 def test_connection_based_auth_pins_the_origin_connection(agent, good, how):
@@ -267,14 +258,6 @@ def test_connection_based_auth_pins_the_origin_connection(agent, good, how):
             b.close()
 
 
-KNOWN_BIG_HEAD_USE_AFTER_FREE = (
-    "agent bug: heap-use-after-free (ASan) in auth_on_connection() <- connection_auth() <- "
-    "finish() (forward.c): a decoded keep-alive response whose head grew the origin stream's "
-    "buffer past 16 KiB; pstream_in_release() freed that buffer (not a pool-sized block) "
-    "just before connection_auth() reads ex->resp.headers in it")
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN_BIG_HEAD_USE_AFTER_FREE)
 @pytest.mark.parametrize("scheme,pins", [("ntlm", True), ("basic", False)])
 def test_big_response_head_with_www_authenticate(agent_factory, good, scheme, pins):
     """A 20 KiB response head (more than one 16 KiB input block) carrying
@@ -304,17 +287,9 @@ def test_big_response_head_with_www_authenticate(agent_factory, good, scheme, pi
 
 # --- 5. a pooled connection dropped as it is reused ----------------------------------
 
-KNOWN_NEW_CONNECTION_NO_RETRY = (
-    "agent bug: a new client connection that took a pooled origin connection at CONNECT "
-    "(conn_take_pooled_upstream) leaves c->up_idle false, so its first request has "
-    "reused_upstream false and retry_on_new_connection() refuses: the client gets a 502 "
-    "instead of the origin's content")
-
-
 @pytest.mark.parametrize("client", [
     "same-client-connection",
-    pytest.param("new-client-connection",
-                 marks=pytest.mark.xfail(strict=True, reason=KNOWN_NEW_CONNECTION_NO_RETRY)),
+    "new-client-connection",
 ])
 def test_get_on_a_dropped_pooled_connection_is_retried(agent, good, client):
     before = metrics(agent)
