@@ -16,6 +16,10 @@
 # Output: bench/results/latest.md (printed) and bench/results/latest.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# Every proxy runs with the environment a system service has: some shells
+# export SSL_CERT_FILE/SSL_CERT_DIR, which make OpenSSL parse the whole CA
+# bundle at start (about 0.8 MiB of shoji's idle RSS; docs/CA.md).
+unset SSL_CERT_FILE SSL_CERT_DIR
 
 # The knobs, read the same way outside and inside the namespace.
 QUICK=${BENCH_QUICK:-0}
