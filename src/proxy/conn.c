@@ -748,9 +748,9 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
     c->tunnel_rule_set = false;
     if (remembered_cert_phase(c))
         return;
-    pstream_pause(cl);
     if (conn_take_pooled_upstream(c))
-        return;
+        return;   /* straight into the client handshake: the client keeps reading */
+    pstream_pause(cl);
     up_connect(c, conn_connect_host(c), c->target_port, true, on_decode_upstream);
 }
 
