@@ -41,6 +41,8 @@
 
 struct conn;
 struct worker;
+struct splice_tunnel;   /* proxy/splice.h */
+struct splice_worker;
 
 enum pstream_side { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
 
@@ -179,6 +181,7 @@ struct conn {
     unsigned requests;         /* requests seen on this connection */
     uint64_t hs_done_us;       /* when the client handshake finished (decode) */
     char cert_name[128];       /* the origin certificate's first name, for watch */
+    struct splice_tunnel *splice;   /* a spliced tunnel (splice.c), NULL: copy relay */
 };
 
 struct pool {
@@ -240,6 +243,7 @@ struct worker {
     bool listener_closed;
     uint64_t stop_deadline_ms;
     char scratch[65536];       /* ciphertext read buffer for TLS streams */
+    struct splice_worker *splice;  /* spliced tunnels' epoll and pipe pool (splice.c) */
 };
 
 /* stream.c */
