@@ -143,6 +143,34 @@ static ssize_t dir_in(struct splice_dir *d, struct splice_pool *p, size_t *cap)
     return n < 0 ? -errno : n;
 }
 
+/* Small mode: src -> a stack buffer -> dst. >0 read, 0 EOF, or -errno; what
+ * dst does not take is parked in the copy buffer. */
+static ssize_t dir_small(struct splice_dir *d)
+{
+    char b[SPLICE_SMALL];
+    ssize_t n, w;
+    do
+        n = recv(d->src, b, sizeof b, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : 0;
+    do
+        w = send(d->dst, b, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return -errno;
+    if (w < 0)
+        w = 0;
+    if (w < n) {
+        if (!d->copy && !(d->copy = malloc(SPLICE_COPY_CHUNK)))
+            return -ENOMEM;
+        memcpy(d->copy, b + w, (size_t)(n - w));
+        d->copy_off = 0;
+        d->parked = (size_t)(n - w);
+    }
+    return n;
+}
+
 static int dir_finish(struct splice_dir *d)
 {
     if (!d->dst_shut) {
@@ -171,6 +199,23 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
          * say when there is more rather than paying an EAGAIN. */
         if (got >= budget || (got && d->last_in < cap / 2))
             return SPLICE_WANT_READ;
+        if (!d->bulk) {
+            ssize_t n = dir_small(d);
+            if (n == -EAGAIN || n == -EWOULDBLOCK)
+                return SPLICE_WANT_READ;
+            if (n < 0)
+                return (int)n;
+            if (n == 0) {
+                d->src_eof = true;
+                continue;
+            }
+            got += (size_t)n;
+            d->moved += (size_t)n;
+            d->last_in = (size_t)n;
+            cap = 2 * SPLICE_SMALL;   /* a short read ends the round */
+            d->bulk = n == SPLICE_SMALL;
+            continue;
+        }
         ssize_t n = dir_in(d, p, &cap);
         if (n == -EAGAIN || n == -EWOULDBLOCK) {
             dir_drop(d, p);
@@ -188,6 +233,7 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
         d->moved += (size_t)n;
         d->parked = (size_t)n;
         d->last_in = (size_t)n;
+        d->bulk = n >= SPLICE_SMALL;
     }
 }
 

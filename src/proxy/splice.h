@@ -11,6 +11,7 @@
  *  - a destination that cannot take more (EAGAIN) keeps the bytes parked in
  *    the pipe and the source is not read meanwhile (back-pressure);
  *  - EOF from a source: SHUT_WR on the destination once the pipe is empty;
+ *  - small reads (< SPLICE_SMALL) are copied through the stack instead;
  *  - when no pipe can be had (EMFILE, ENOMEM) a direction falls back to
  *    read/write through a heap buffer of SPLICE_COPY_CHUNK, freed when drained.
  *
@@ -42,6 +43,11 @@ struct worker;
 #define SPLICE_POOL_MAX 8                /* empty pipes kept per worker */
 #define SPLICE_COPY_CHUNK (64u * 1024)   /* fallback buffer when no pipe can be had */
 #define SPLICE_BUDGET (2u << 20)         /* bytes per direction per event (fairness) */
+/* A direction whose reads are smaller than this (an interactive exchange,
+ * a handshake) copies them through the stack: for a few hundred bytes
+ * recv+send is cheaper than moving page references through a pipe. The
+ * first read that fills it switches the direction back to splice. */
+#define SPLICE_SMALL 4096
 
 struct splice_pipe {
     int rd, wr;                /* -1: none */
@@ -75,6 +81,7 @@ struct splice_dir {
     bool src_eof;              /* src sent FIN (read returned 0) */
     bool dst_shut;             /* SHUT_WR done on dst */
     bool copy_only;            /* splice refused (EINVAL): read/write only */
+    bool bulk;                 /* the last read was >= SPLICE_SMALL: splice */
 };
 
 enum splice_want {

@@ -329,6 +329,73 @@ static void test_without_pipes_it_copies_instead(void **state)
     link_close(&k);
 }
 
+static void test_small_messages_are_copied_and_bulk_is_spliced(void **state)
+{
+    (void)state;
+    struct link k;
+    link_open(&k, 0);
+    struct splice_pool p;
+    splice_pool_init(&p, SPLICE_PIPE_SIZE);
+    struct splice_dir d;
+    splice_dir_init(&d, k.b, k.c);
+    uint64_t sent = 0, got = 0;
+    for (int i = 0; i < 50; i++) {   /* an interactive exchange: 300 bytes at a time */
+        put(k.a, &sent, sent + 300);
+        wait_readable(k.b);
+        assert_int_equal(splice_dir_pump(&d, &p, SPLICE_BUDGET), SPLICE_WANT_READ);
+        wait_readable(k.d);
+        take(k.d, &got);
+        assert_int_equal(got, sent);
+    }
+    assert_int_equal(p.created, 0);   /* no pipe for small reads */
+    assert_false(d.bulk);
+    uint64_t end = sent + (4u << 20);
+    for (int i = 0; i < 100000 && got < end; i++) {
+        put(k.a, &sent, end);
+        splice_dir_pump(&d, &p, SPLICE_BUDGET);
+        take(k.d, &got);
+    }
+    assert_int_equal(got, end);
+    assert_true(p.created > 0);       /* bulk went through a pipe */
+    assert_int_equal(d.moved, end);
+    splice_dir_release(&d, &p);
+    splice_pool_clear(&p);
+    link_close(&k);
+}
+
+static void test_small_messages_to_a_full_destination_are_parked_in_order(void **state)
+{
+    (void)state;
+    struct link k;
+    link_open(&k, 16384);
+    struct splice_pool p;
+    splice_pool_init(&p, SPLICE_PIPE_SIZE);
+    struct splice_dir d;
+    splice_dir_init(&d, k.b, k.c);
+    uint64_t sent = 0, got = 0;
+    int rc = SPLICE_WANT_READ;
+    for (int i = 0; i < 100000 && rc != SPLICE_WANT_WRITE; i++) {
+        put(k.a, &sent, sent + 200);
+        wait_readable(k.b);
+        rc = splice_dir_pump(&d, &p, SPLICE_BUDGET);
+    }
+    assert_int_equal(rc, SPLICE_WANT_WRITE);
+    assert_true(d.parked > 0 && d.copy != NULL);
+    uint64_t moved = d.moved;
+    put(k.a, &sent, sent + 200);
+    assert_int_equal(splice_dir_pump(&d, &p, SPLICE_BUDGET), SPLICE_WANT_WRITE);
+    assert_int_equal(d.moved, moved);
+    for (int i = 0; i < 100000 && got < sent; i++) {
+        take(k.d, &got);
+        splice_dir_pump(&d, &p, SPLICE_BUDGET);
+    }
+    assert_int_equal(got, sent);
+    assert_null(d.copy);
+    splice_dir_release(&d, &p);
+    splice_pool_clear(&p);
+    link_close(&k);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -340,6 +407,8 @@ int main(void)
         cmocka_unit_test(test_a_reset_source_is_an_error),
         cmocka_unit_test(test_release_with_bytes_in_flight_closes_the_pipe),
         cmocka_unit_test(test_without_pipes_it_copies_instead),
+        cmocka_unit_test(test_small_messages_are_copied_and_bulk_is_spliced),
+        cmocka_unit_test(test_small_messages_to_a_full_destination_are_parked_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
