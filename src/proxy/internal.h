@@ -8,7 +8,8 @@
  * The conn's state machine (conn.c) reads the request head, handles CONNECT
  * (peek -> decide -> tunnel or decode), and forward.c carries one HTTP
  * exchange at a time. Upstream streams of plain HTTP go back to a
- * per-worker idle pool (upstream.c) after a clean exchange. */
+ * per-worker idle pool (upstream.c) after a clean exchange. A pure tunnel
+ * leaves the streams' reads once started and is relayed by splice.c. */
 #ifndef SHOJI_PROXY_INTERNAL_H
 #define SHOJI_PROXY_INTERNAL_H
 
