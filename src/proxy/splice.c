@@ -255,6 +255,7 @@ struct splice_worker {
     int epfd;
     struct splice_pool pool;
     bool dispatching;
+    bool broken;               /* the uv_poll could not start: never splice */
     struct splice_tunnel *graveyard;   /* stopped during a dispatch: freed after it */
 };
 
@@ -263,7 +264,7 @@ static void on_ready(uv_poll_t *h, int status, int events);
 static struct splice_worker *worker_state(struct worker *w)
 {
     if (w->splice)
-        return w->splice;
+        return w->splice->broken ? NULL : w->splice;
     struct splice_worker *sw = calloc(1, sizeof *sw);
     if (!sw)
         return NULL;
@@ -278,10 +279,13 @@ static struct splice_worker *worker_state(struct worker *w)
         return NULL;
     }
     sw->poll.data = sw;
-    uv_poll_start(&sw->poll, UV_READABLE, on_ready);
     splice_pool_init(&sw->pool, SPLICE_PIPE_SIZE);
-    w->splice = sw;
-    return sw;
+    w->splice = sw;   /* owned by the worker from here: freed by splice_worker_free */
+    if (uv_poll_start(&sw->poll, UV_READABLE, on_ready) != 0) {
+        log_warn("splice: cannot watch the tunnels' epoll: tunnels are copied");
+        sw->broken = true;
+    }
+    return sw->broken ? NULL : sw;
 }
 
 void splice_worker_free(struct worker *w)
