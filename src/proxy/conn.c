@@ -12,6 +12,7 @@
 #include <linux/netfilter_ipv6/ip6_tables.h>
 
 #include "proxy/internal.h"
+#include "proxy/splice.h"
 #include "tls/upstream.h"
 #include "util/log.h"
 
@@ -63,6 +64,7 @@ void conn_maybe_free(struct conn *c)
 
 void conn_close(struct conn *c)
 {
+    splice_tunnel_stop(c);
     if (!c->dead) {
         c->dead = true;
         if (c->evented)
@@ -484,6 +486,8 @@ static void on_tunnel_ready(struct conn *c, int status, const char *why)
         buf_reset(&cl->in);
     }
     conn_set_timer(c, c->w->sh->cfg->limits.tunnel_idle_ms);
+    if (splice_tunnel_start(c))
+        return;   /* zero-copy from here on (splice.c) */
     pstream_resume(cl);
     pstream_start(up);
 }
@@ -1053,6 +1057,8 @@ void conn_on_drain(struct conn *c, struct pstream *s)
     if (c->dead)
         return;
     if (c->state == CS_TUNNEL) {
+        if (splice_tunnel_start(c))
+            return;   /* the copy relay's backlog is out: splice from here on */
         struct pstream *from = s == c->client ? c->up : c->client;
         if (from && !from->eof)
             pstream_resume(from);

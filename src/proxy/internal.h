@@ -8,7 +8,8 @@
  * The conn's state machine (conn.c) reads the request head, handles CONNECT
  * (peek -> decide -> tunnel or decode), and forward.c carries one HTTP
  * exchange at a time. Upstream streams of plain HTTP go back to a
- * per-worker idle pool (upstream.c) after a clean exchange. */
+ * per-worker idle pool (upstream.c) after a clean exchange. A pure tunnel
+ * leaves the streams' reads once started and is relayed by splice.c. */
 #ifndef SHOJI_PROXY_INTERNAL_H
 #define SHOJI_PROXY_INTERNAL_H
 
@@ -43,6 +44,8 @@
 
 struct conn;
 struct worker;
+struct splice_tunnel;   /* proxy/splice.h */
+struct splice_worker;
 
 enum pstream_side { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
 
@@ -190,6 +193,7 @@ struct conn {
     unsigned requests;         /* requests seen on this connection */
     uint64_t hs_done_us;       /* when the client handshake finished (decode) */
     char cert_name[128];       /* the origin certificate's first name, for watch */
+    struct splice_tunnel *splice;   /* a spliced tunnel (splice.c), NULL: copy relay */
 };
 
 struct pool {
@@ -262,6 +266,7 @@ struct worker {
     bool listener_closed;
     uint64_t stop_deadline_ms;
     char scratch[65536];       /* ciphertext read buffer for TLS streams */
+    struct splice_worker *splice;  /* spliced tunnels' epoll and pipe pool (splice.c) */
 };
 
 /* bufpool.c: each stream's plaintext input buffer comes from its worker's

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "mgmt/mgmt.h"
 #include "proxy/admin.h"
 #include "proxy/internal.h"
+#include "proxy/splice.h"
 #include "tls/upstream.h"
 #include "util/log.h"
 
@@ -409,6 +411,7 @@ static void worker_main(void *arg)
     access_log_batch_end();
     bufpool_drain(&w->bufs);
     buf_free(&w->tx);
+    splice_worker_free(w);
     if (w->proc_cache)
         platform_proc_cache_free(w->proc_cache);
 }
@@ -518,6 +521,29 @@ static void on_heartbeat(uv_timer_t *t)
         m->heartbeat_warned = false;
         log_info("transparent listener: interception is active");
     }
+}
+
+/* Every connection holds two sockets (client and origin), so
+ * --max-connections needs about twice as many descriptors as the usual soft
+ * limit of 1024 allows: raise the soft limit to the hard one, and as root
+ * (before the privileges go) the hard one too when it is short. */
+static void raise_nofile(unsigned max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t need = 2 * (rlim_t)max_connections + 1024;
+    struct rlimit want = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need && geteuid() == 0)
+        want.rlim_cur = want.rlim_max = need;
+    if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &want) < 0 &&
+        want.rlim_max != rl.rlim_max) {
+        want.rlim_cur = want.rlim_max = rl.rlim_max;   /* the hard limit, at least */
+        setrlimit(RLIMIT_NOFILE, &want);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_info("open files limit %llu: fewer than the %llu that --max-connections %u needs",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_connections);
 }
 
 /* What needs root: the CA key (readable by root only) and the access log
@@ -749,6 +775,8 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
     uv_signal_start(&m.sighup, on_signal, SIGHUP);
     /* Root's part first: sockets bound, CA key read, log opened; then the
      * privileges go (before any thread exists), then the rest. */
+    if (rc == 0)
+        raise_nofile(cfg->limits.max_connections);
     if (rc == 0)
         rc = open_listeners(&m, &ss, cfg->transparent ? &tss : NULL, err, errlen);
     if (rc == 0)
