@@ -284,7 +284,11 @@ def test_a_slow_reader_holds_back_the_origin_without_the_agent_buffering_it(agen
 
 def test_many_concurrent_tunnels_each_carry_their_own_bytes(agent, bulk):
     n_tunnels, size = 64, 512 * 1024
-    before = metrics(agent)
+    # Earlier tests' tunnels closed and their lines written (the agent writes
+    # access-log lines in batches, within 50 ms) before counting.
+    before = wait_for(lambda: (lambda m: m if m["shoji_connections_open"] <= 1 else None)(metrics(agent)),
+                      15, "earlier tunnels to be closed")
+    time.sleep(0.2)
     logged0 = len(tunnel_records(agent, bulk.port))
 
     def one(i):
