@@ -379,6 +379,7 @@ static void worker_main(void *arg)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    ident_worker_free(w);
     if (w->proc_cache)
         platform_proc_cache_free(w->proc_cache);
 }
