@@ -16,13 +16,16 @@
 #include "proxy/internal.h"
 #include "util/log.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct ident_walker {
     uv_work_t req;
     struct worker *w;
     struct platform_proc_walk *wk;
     bool running;
+    unsigned delay_ms;            /* tests only: SHOJI_TEST_IDENT_DELAY_MS */
     struct conn *head, *tail;     /* waiting connections, in arrival order */
 };
 
@@ -57,6 +60,8 @@ static void ident_settle(struct conn *c, int rc, const char *err)
 static void on_walk(uv_work_t *req)
 {
     struct ident_walker *iw = req->data;
+    if (iw->delay_ms)   /* tests: a walk slower than the client (head, hang-up) */
+        usleep(iw->delay_ms * 1000u);
     platform_proc_walk_run(iw->wk);
 }
 
@@ -121,6 +126,10 @@ static struct ident_walker *walker(struct worker *w)
         free(iw);
         return NULL;
     }
+    const char *d = getenv("SHOJI_TEST_IDENT_DELAY_MS");
+    iw->delay_ms = d ? (unsigned)strtoul(d, NULL, 10) : 0;
+    if (iw->delay_ms > 10000)
+        iw->delay_ms = 10000;
     iw->w = w;
     w->ident = iw;
     return iw;
