@@ -16,7 +16,7 @@
  *           load generator or a browser does
  *   grow    the client opens one more connection (a new, highest fd)
  * usage: bench_proclookup [--procs N] [--conns-per N] [--rounds N]
- *                         [--held N] [--churn N] [--only churn]
+ *                         [--held N] [--churn N] [--only churn] [--mode churn|churn-norel|grow]
  * Results go to docs/PERFORMANCE.md. */
 #include "platform/platform.h"
 #include "util/util.h"
@@ -149,7 +149,7 @@ static int churn_step(int lfd, int cmd, char what, struct platform_proc_cache *p
     return rc;
 }
 
-static int run_churn(int held, int steps)
+static int run_churn(int held, int steps, int only_mode)
 {
     int lfd = socket(AF_INET, SOCK_STREAM, 0), cmd[2];
     struct sockaddr_in in = { .sin_family = AF_INET };
@@ -178,13 +178,17 @@ static int run_churn(int held, int steps)
      * the new one arrives; churn-norel: it has not yet; grow: no churn. */
     const char *names[3] = { "churn", "churn-norel", "grow" };
     for (int m = 0; m < 3 && rc == 0; m++) {
+        if (only_mode >= 0 && m != only_mode)
+            continue;
         platform_proc_cache_stats(pc, &st0);
         us = 0;
         int n = m < 2 ? steps : (steps < 512 ? steps : 512);   /* grow: bounded fds */
         for (int i = 0; i < n && rc == 0; i++) {
             int afd;
+#ifdef PLATFORM_EWALK   /* (the bench also builds against the old API, for before/after) */
             if (m == 0)
                 platform_proc_release(pc, &prs[oldest]);
+#endif
             rc = churn_step(lfd, cmd[1], m < 2 ? 'c' : 'o', pc, &us, &afd, m < 2 ? &prs[oldest] : &pr);
             if (m < 2) {
                 oldest = (oldest + 1) % held;
@@ -195,8 +199,13 @@ static int run_churn(int held, int steps)
         }
         report(names[m], us, n);
         platform_proc_cache_stats(pc, &st);
+#ifdef PLATFORM_EWALK
+        uint64_t walks = st.walks - st0.walks;
+#else
+        uint64_t walks = st.full_scans - st0.full_scans;   /* (old API: hint scans were inline) */
+#endif
         printf("         (walks %llu of which full %llu, cache hits %llu, recent-owner hits %llu, fds read %llu)\n",
-               (unsigned long long)(st.walks - st0.walks),
+               (unsigned long long)walks,
                (unsigned long long)(st.full_scans - st0.full_scans),
                (unsigned long long)(st.cache_hits - st0.cache_hits),
                (unsigned long long)(st.hint_hits - st0.hint_hits),
@@ -276,10 +285,13 @@ int main(int argc, char **argv)
 {
     int procs = 20, per = 10, rounds = 2, held = 64, steps = 2000;
     bool only_churn = false;
+    int only_mode = -1;   /* --mode churn|churn-norel|grow (with --only churn: strace -c per scenario) */
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--only"))
             only_churn = !strcmp(argv[i + 1], "churn");
+        else if (!strcmp(argv[i], "--mode"))
+            only_mode = !strcmp(argv[i + 1], "churn") ? 0 : !strcmp(argv[i + 1], "churn-norel") ? 1 : 2;
         if (!strcmp(argv[i], "--procs"))
             procs = v;
         else if (!strcmp(argv[i], "--conns-per"))
@@ -300,5 +312,5 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     int rc = only_churn ? 0 : run(procs, per, rounds);
-    return rc ? rc : run_churn(held, steps);
+    return rc ? rc : run_churn(held, steps, only_mode);
 }
