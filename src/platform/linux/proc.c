@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@
 #define OWNER_PROBES 4            /* owners probed per lookup, most recent first */
 #define PROBE_BUDGET 8            /* readlinks per quick lookup beyond the cache */
 #define FREED 8                   /* fds of ended connections remembered per owner */
+#define INLINE_SCAN_FDS 64        /* an owner this small is scanned inline, not walked */
 
 struct slot {
     uint32_t inode;               /* 0 = empty */
@@ -55,7 +57,8 @@ struct owner {
     int pd, fdd, commfd;          /* /proc/PID, /proc/PID/fd, /proc/PID/comm */
     uint64_t used;                /* LRU clock */
     int maxfd;                    /* highest fd seen holding one of its sockets */
-    int freed[FREED];             /* ring: fds of its connections that ended */
+    int nfds;                     /* open fds at its last listing (0: not listed yet) */
+    int freed[FREED];             /* ring: fds of its connections that ended (-1: used up) */
     unsigned nfreed, freed_next;
 };
 
@@ -259,42 +262,106 @@ static size_t owners_by_recency(struct platform_proc_cache *c, struct owner **ou
     return n;
 }
 
-/* One guess: is inode at fd of o? Sockets found on the way are cached. */
-static bool probe(struct platform_proc_cache *c, struct owner *o, int fd, uint32_t inode, unsigned *budget)
+/* One guess: is inode at fd of o? 1 yes, 0 no socket there (a free fd),
+ * -1 another socket (cached on the way). */
+static int probe(struct platform_proc_cache *c, struct owner *o, int fd, uint32_t inode, unsigned *budget)
 {
     if (fd < 0 || *budget == 0)
-        return false;
+        return 0;
     (*budget)--;
     uint32_t ino = owner_link(c, o, fd);
     if (ino == 0)
-        return false;
+        return 0;
     if (fd > o->maxfd)
         o->maxfd = fd;
     if (ino != inode) {
         cache_put(c, ino, o->pid, fd);
-        return false;
+        return -1;
     }
-    return true;
+    return 1;
 }
 
-/* A new socket of a recent owner: where one of its connections ended
- * (newest first), then just above its highest socket. */
+/* The smallest fd in the freed ring not yet tried, or NULL. */
+static int *next_freed(struct owner *o, int above)
+{
+    int *best = NULL;
+    for (unsigned i = 0; i < o->nfreed; i++)
+        if (o->freed[i] > above && (!best || o->freed[i] < *best))
+            best = &o->freed[i];
+    return best;
+}
+
+/* A new socket of a recent owner: where its connections ended, lowest fd
+ * first (the kernel hands out the lowest free fd), then just above its
+ * highest socket. A freed fd found holding another socket is forgotten. */
 static int probe_owner(struct platform_proc_cache *c, struct owner *o, uint32_t inode, unsigned *budget)
 {
-    for (unsigned i = 0; i < o->nfreed; i++) {
-        int *slot = &o->freed[(o->freed_next + FREED - 1 - i) % FREED];
+    int above = -1, *slot;
+    while (*budget && (slot = next_freed(o, above)) != NULL) {
         int fd = *slot;
-        if (probe(c, o, fd, inode, budget)) {
-            *slot = -1;   /* taken again */
+        above = fd;
+        int r = probe(c, o, fd, inode, budget);
+        if (r != 0)
+            *slot = -1;   /* in use now: by our socket or another */
+        if (r == 1)
             return fd;
-        }
     }
     for (int k = 1; k <= 3 && *budget; k++) {
         int base = o->maxfd;
-        if (probe(c, o, base + k, inode, budget))
+        if (probe(c, o, base + k, inode, budget) == 1)
             return base + k;
         if (o->maxfd != base)   /* a socket there that is not ours: look above it */
             k = 0;
+    }
+    return -1;
+}
+
+static int cmp_fd_desc(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x < y) - (x > y);
+}
+
+/* A small owner (up to INLINE_SCAN_FDS fds) read whole through its pinned
+ * fd directory, newest fd first: cheaper than a hand-off to the thread
+ * pool. Larger ones are left to the walk. */
+static int scan_small_owner(struct platform_proc_cache *c, struct owner *o, uint32_t inode)
+{
+    if (o->nfds > INLINE_SCAN_FDS || lseek(o->fdd, 0, SEEK_SET) != 0)
+        return -1;
+    int fds[INLINE_SCAN_FDS];
+    size_t n = 0;
+    char buf[4096];
+    for (int calls = 0; calls < 8; calls++) {
+        long got = syscall(SYS_getdents64, o->fdd, buf, sizeof buf);
+        if (got <= 0)
+            break;
+        for (long off = 0; off < got;) {
+            const char *rec = buf + off;
+            unsigned short reclen;
+            memcpy(&reclen, rec + 16, sizeof reclen);   /* d_ino 8, d_off 8, d_reclen 2, d_type 1, d_name */
+            const char *name = rec + 19;
+            if (reclen == 0)
+                return -1;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            if (n == INLINE_SCAN_FDS) {
+                o->nfds = INLINE_SCAN_FDS + 1;   /* too big: walk it */
+                return -1;
+            }
+            fds[n++] = atoi(name);
+        }
+    }
+    o->nfds = (int)n;
+    if (n > 1)
+        qsort(fds, n, sizeof *fds, cmp_fd_desc);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ino = owner_link(c, o, fds[i]);
+        if (ino == inode)
+            return fds[i];
+        if (ino)
+            cache_put(c, ino, o->pid, fds[i]);
     }
     return -1;
 }
@@ -326,6 +393,16 @@ static int find_quick(struct platform_proc_cache *c, uint32_t inode, struct owne
             return 0;
         }
     }
+    if (n > 0) {   /* the most recent owner, when it is small */
+        int fd = scan_small_owner(c, recent[0], inode);
+        if (fd >= 0) {
+            c->st.hint_hits += count;
+            cache_put(c, inode, recent[0]->pid, fd);
+            *o_out = recent[0];
+            *fd_out = fd;
+            return 0;
+        }
+    }
     return PLATFORM_EWALK;
 }
 
@@ -339,6 +416,12 @@ void platform_proc_release(struct platform_proc_cache *c, const struct platform_
     for (unsigned i = 0; i < o->nfreed; i++)
         if (o->freed[i] == p->fd)
             return;
+    for (unsigned i = 0; i < o->nfreed; i++) {
+        if (o->freed[i] < 0) {   /* a slot already used up */
+            o->freed[i] = p->fd;
+            return;
+        }
+    }
     o->freed[o->freed_next] = p->fd;
     o->freed_next = (o->freed_next + 1) % FREED;
     if (o->nfreed < FREED)
