@@ -8,7 +8,8 @@
  *    sockets out of the redirect.
  * Must never: touch any nftables table but `inet shoji`, change the
  * machine's routes, addresses or sysctls, build an nft command from text it
- * did not parse and validate itself, block longer than one bounded /proc scan,
+ * did not parse and validate itself, block longer than one bounded /proc scan
+ * (the quick lookup never scans),
  * or abort on anything it reads from the kernel or /proc.
  * See docs/INTERCEPT.md. */
 #ifndef SHOJI_PLATFORM_H
@@ -27,6 +28,8 @@ struct platform_proc {
     char comm[64];        /* /proc/PID/comm (kernel truncates to 15 chars) */
     char exe[256];        /* readlink /proc/PID/exe; "" when unreadable */
     char exe_base[128];   /* basename of exe, or comm when exe is unreadable */
+    uint32_t inode;       /* the client socket's inode (0 unknown) */
+    int fd;               /* its fd number in pid (-1 unknown) */
 };
 
 /* Lookup results (negative, errno-style, so callers can log them plainly):
@@ -43,10 +46,13 @@ struct platform_proc {
 #define PLATFORM_ENOTLOCAL (-2)   /* -ENOENT */
 #define PLATFORM_EGONE (-3)       /* -ESRCH */
 #define PLATFORM_EPERM (-13)      /* -EACCES */
+#define PLATFORM_EWALK (-11)      /* -EAGAIN: only from the quick form below */
 
-/* A cache of socket inode -> (pid, fd) plus the pids that recently owned
- * connections. NOT thread-safe: create one per worker thread. Memory is
- * bounded (a fixed-size table; see docs/INTERCEPT.md). */
+/* A cache of socket inode -> (pid, fd) plus the processes that recently
+ * owned connections, kept open (up to 16, three descriptors each: they pin
+ * the process, so a reused pid never inherits a cached name). NOT
+ * thread-safe: create one per worker thread. Memory is bounded (a
+ * fixed-size table; see docs/INTERCEPT.md). */
 struct platform_proc_cache;
 struct platform_proc_cache *platform_proc_cache_new(void);
 void platform_proc_cache_free(struct platform_proc_cache *c);
@@ -59,19 +65,64 @@ void platform_proc_cache_free(struct platform_proc_cache *c);
  *           proxy, the agent's own address (getsockname); for transparent
  *           (redirected) connections, the ORIGINAL destination from
  *           SO_ORIGINAL_DST, because that is what the client socket sees.
- * Costs one netlink round trip plus, on a cache hit, one readlink; on a miss
- * a /proc scan (recent owners first, newest pids first). */
+ * Costs one netlink round trip, one readlink to find the socket when it
+ * belongs to a recent owner (a few when it is a new one) and two reads for
+ * its name; otherwise a /proc walk (recent owners first, newest pids
+ * first), which can take milliseconds: platform_proc_lookup_quick + the walk
+ * below do the same without blocking. */
 int platform_proc_lookup_tcp(struct platform_proc_cache *c,
                              const struct sockaddr *client,
                              const struct sockaddr *server,
                              struct platform_proc *out,
                              char *err, size_t errlen);
 
+/* The same without a /proc walk (bounded: at most ~12 syscalls). Returns
+ * what platform_proc_lookup_tcp returns, or PLATFORM_EWALK: the socket
+ * exists (out->inode and out->uid set) but its owner is not a recent one;
+ * run a walk for out->inode, merge it, then call platform_proc_resolve. */
+int platform_proc_lookup_quick(struct platform_proc_cache *c,
+                               const struct sockaddr *client,
+                               const struct sockaddr *server,
+                               struct platform_proc *out,
+                               char *err, size_t errlen);
+/* Again from p->inode (p->uid kept), after a walk was merged: 0, EGONE,
+ * PLATFORM_EWALK (still unknown). No netlink. */
+int platform_proc_resolve(struct platform_proc_cache *c, struct platform_proc *p,
+                          char *err, size_t errlen);
+
+/* The walk: finds the processes holding up to PLATFORM_PROC_WALK_TARGETS
+ * socket inodes at once. begin/merge run on the cache's thread; run touches
+ * only the walk object and may run on any thread (a thread pool), while
+ * the cache keeps serving quick lookups. */
+#define PLATFORM_PROC_WALK_TARGETS 64
+struct platform_proc_walk;
+struct platform_proc_walk *platform_proc_walk_new(void);
+void platform_proc_walk_free(struct platform_proc_walk *wk);
+/* Empties wk and gives it the cache's recent owners to scan first. */
+void platform_proc_walk_begin(struct platform_proc_cache *c, struct platform_proc_walk *wk);
+/* Adds a socket to find; false when wk is full (walk it next time). */
+bool platform_proc_walk_add(struct platform_proc_walk *wk, uint32_t inode);
+size_t platform_proc_walk_targets(const struct platform_proc_walk *wk);
+void platform_proc_walk_run(struct platform_proc_walk *wk);
+/* Puts what the walk found and passed into the cache. */
+void platform_proc_walk_merge(struct platform_proc_cache *c, struct platform_proc_walk *wk);
+/* For one target of the finished walk: 0 found (then platform_proc_resolve
+ * names it), PLATFORM_EGONE, PLATFORM_EPERM, or a /proc failure. */
+int platform_proc_walk_result(const struct platform_proc_walk *wk, uint32_t inode,
+                              char *err, size_t errlen);
+
+/* The connection of p ended: its fd is where that process's next socket
+ * is likely to be (the kernel hands out the lowest free fd). */
+void platform_proc_release(struct platform_proc_cache *c, const struct platform_proc *p);
+
 /* The same, by pid only (fills comm, exe, exe_base; uid from /proc). */
 int platform_proc_describe(int pid, struct platform_proc *out, char *err, size_t errlen);
 
+/* cache_hits: a socket seen before; hint_hits: a new socket of a recent
+ * owner (guessed fd, or a walk over the recent owners only); full_scans:
+ * walks of all of /proc; walks: every walk; fds_read: fd links read. */
 struct platform_proc_stats {
-    uint64_t lookups, cache_hits, hint_hits, full_scans, fds_read;
+    uint64_t lookups, cache_hits, hint_hits, full_scans, fds_read, walks;
 };
 void platform_proc_cache_stats(const struct platform_proc_cache *c,
                                struct platform_proc_stats *out);

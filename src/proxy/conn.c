@@ -72,6 +72,7 @@ void conn_close(struct conn *c)
         if (c->kind == CK_TUNNEL && c->state == CS_TUNNEL)
             conn_log_tunnel(c, c->tunnel_mode ? c->tunnel_mode : "tunnel", NULL);
         c->state = CS_CLOSING;
+        ident_conn_closed(c);
         if (c->ex) {
             fwd_free(c->ex);
             c->ex = NULL;
@@ -124,28 +125,6 @@ void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap)
     } else {
         snprintf(out, cap, "?");
     }
-}
-
-/* Who is the client? The process that owns the other end of this socket,
- * when it is on this machine. */
-static void identify(struct conn *c, const struct sockaddr_storage *peer)
-{
-    struct worker *w = c->w;
-    struct sockaddr_storage self;
-    int len = sizeof self;
-    if (!w->proc_cache)
-        return;
-    if (c->transparent)
-        self = c->orig_dst;   /* what the client's socket is connected to */
-    else if (uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &len) != 0)
-        return;
-    char err[UTIL_ERRLEN];
-    int rc = platform_proc_lookup_tcp(w->proc_cache, (const struct sockaddr *)peer,
-                                      (const struct sockaddr *)&self, &c->proc, err, sizeof err);
-    c->have_proc = rc == 0;
-    if (rc < 0 && rc != PLATFORM_ENOTLOCAL && rc != PLATFORM_EGONE)
-        log_debug("conn %llu: owning process of %s not found: %s", (unsigned long long)c->id,
-                  c->client_addr, err);
 }
 
 void conn_record_app(const struct conn *c, struct access_record *r)
@@ -246,7 +225,6 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
         conn_close(c);
         return;
     }
-    identify(c, &ss);
     if (n > sh->cfg->limits.max_connections || w->stopping) {
         if (!transparent)
             pstream_write(s, overload_response, sizeof overload_response - 1);
@@ -256,6 +234,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
         conn_close(c);
         return;
     }
+    ident_start(c, &ss);   /* who the client is: inline, or pending (proxy/ident.c) */
     atomic_fetch_add(&sh->m.connections, 1);
     c->evented = true;
     conn_event(c, EV_OPEN, NULL, NULL, NULL, 0);
@@ -925,6 +904,10 @@ void conn_on_data(struct conn *c, struct pstream *s)
 {
     if (c->dead)
         return;
+    if (c->ident_pending && s == c->client && (c->state == CS_HEAD || c->state == CS_PEEK)) {
+        pstream_pause(s);   /* decisions wait for the client's identity: conn_ident_ready */
+        return;
+    }
     switch (c->state) {
     case CS_HEAD:
         if (s == c->client)
@@ -949,6 +932,16 @@ void conn_on_data(struct conn *c, struct pstream *s)
             pstream_pause(s);
         break;
     }
+}
+
+/* The client's identity arrived (proxy/ident.c): go on with what waited. */
+void conn_ident_ready(struct conn *c)
+{
+    if (c->dead || !c->client || (c->state != CS_HEAD && c->state != CS_PEEK))
+        return;
+    pstream_resume(c->client);
+    if (!c->dead && c->client && c->client->in.len)
+        conn_on_data(c, c->client);
 }
 
 static void tunnel_eof(struct conn *c, struct pstream *s)

@@ -186,6 +186,8 @@ struct conn {
     bool sni_rejected;         /* ... and found false: decide on the address */
     struct platform_proc proc; /* the application that owns the client socket */
     bool have_proc;
+    bool ident_pending;        /* proc being looked up off the loop (ident.c) */
+    struct conn *ident_next;   /* the worker's queue of connections waiting for it */
     bool evented;              /* an open event was published */
     size_t head_scanned;       /* bytes of client->in already searched for a line end */
     bool head_deadline_set;    /* the header timeout runs for this head */
@@ -262,6 +264,7 @@ struct worker {
     struct bufpool bufs;       /* spare stream input buffers (bufpool.c) */
     struct buf tx;             /* ciphertext to send, of one stream (tlsbio.c) */
     struct pstream *tx_owner;
+    struct ident_walker *ident;   /* the /proc walk off the loop (ident.c) */
     bool stopping;
     bool listener_closed;
     uint64_t stop_deadline_ms;
@@ -341,6 +344,12 @@ void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v);
 void conn_log_error(struct conn *c, int status, const char *error);
 void conn_record_app(const struct conn *c, struct access_record *r);
+void conn_ident_ready(struct conn *c);
+
+/* ident.c: the socket -> process lookup of an accepted connection. */
+void ident_start(struct conn *c, const struct sockaddr_storage *peer);
+void ident_conn_closed(struct conn *c);    /* its fd is likely the owner's next */
+void ident_worker_free(struct worker *w);  /* after the loop is closed */
 void conn_event(struct conn *c, char kind, const char *url, const char *verdict,
                 const char *rule, int status);
 void metrics_render(struct proxy_shared *sh, struct buf *out);

@@ -412,6 +412,7 @@ static void worker_main(void *arg)
     bufpool_drain(&w->bufs);
     buf_free(&w->tx);
     splice_worker_free(w);
+    ident_worker_free(w);
     if (w->proc_cache)
         platform_proc_cache_free(w->proc_cache);
 }

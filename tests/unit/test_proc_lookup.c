@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sched.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -371,6 +374,245 @@ static void test_bad_addresses_are_refused_not_crashed(void **state)
     platform_proc_cache_free(c);
 }
 
+
+/* ---- the cache must never return a stale name ----------------------------- */
+
+static int lookup_pair(struct platform_proc_cache *c, struct pair *p, struct platform_proc *pr)
+{
+    char err[512] = "";
+    int rc = platform_proc_lookup_tcp(c, (struct sockaddr *)&p->peer, (struct sockaddr *)&p->local, pr,
+                                      err, sizeof err);
+    if (rc != 0)
+        print_message("lookup: %d %s\n", rc, err);
+    return rc;
+}
+
+/* A child named `name` that connects to port and holds the socket until
+ * `hold` is readable (then exits, or execs `exe` connecting to url). */
+static pid_t spawn_named(const char *name, uint16_t port, const int hold[2], const char *exe,
+                         const char *url)
+{
+    pid_t kid = fork();
+    if (kid != 0)
+        return kid;
+    close(hold[1]);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);   /* not CLOEXEC: survives the exec */
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port) };
+    inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+    if (connect(fd, (struct sockaddr *)&in, sizeof in) != 0)
+        _exit(1);
+    char b;
+    (void)!read(hold[0], &b, 1);
+    if (exe) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(exe, "NTRTSCAN", "-s", "-m", "10", url, (char *)NULL);
+    }
+    _exit(0);
+}
+
+/* Same pid, same start time, another program: a process that execs keeps
+ * its pid; the next connection must carry the new name. */
+static void test_exec_into_a_renamed_binary_changes_the_name_at_once(void **state)
+{
+    const char *curl = find_curl();
+    if (!curl)
+        skip();
+    char dir[] = "/tmp/shoji-proc-XXXXXX", exe[64], url[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(exe, sizeof exe, "%s/NTRTSCAN", dir);
+    assert_int_equal(copy_file(curl, exe), 0);
+    int lfd = listen_on(AF_INET, "127.0.0.1", 0), go[2];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", port_of(lfd));
+    assert_int_equal(pipe(go), 0);
+    pid_t kid = spawn_named("before-exec", port_of(lfd), go, exe, url);
+    close(go[0]);
+    struct platform_proc_cache *c = platform_proc_cache_new();
+    struct pair a = { .lfd = lfd, .cfd = -1 }, b = { .lfd = lfd, .cfd = -1 };
+    struct platform_proc pr;
+    assert_int_equal(accept_one(lfd, &a), 0);
+    int rc1 = lookup_pair(c, &a, &pr);
+    char first[64];
+    snprintf(first, sizeof first, "%s", pr.comm);
+    int pid1 = pr.pid;
+    close(go[1]);   /* exec now */
+    int arc = accept_one(lfd, &b);
+    int rc2 = arc == 0 ? lookup_pair(c, &b, &pr) : -1;
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    unlink(exe);
+    rmdir(dir);
+    assert_int_equal(rc1, 0);
+    assert_int_equal(pid1, kid);
+    assert_string_equal(first, "before-exec");
+    assert_int_equal(rc2, 0);
+    assert_int_equal(pr.pid, kid);
+    assert_string_equal(pr.comm, "NTRTSCAN");
+    assert_string_equal(pr.exe, exe);
+    platform_proc_cache_free(c);
+    close(a.afd);
+    close(b.afd);
+    close(lfd);
+}
+
+/* A child with exactly pid `pid` (clone3 set_tid: root only); -1 if the
+ * kernel refuses. */
+static pid_t spawn_with_pid(pid_t pid)
+{
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&pid;
+    args.set_tid_size = 1;
+    return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+}
+
+/* The worst case for a pid-keyed cache: the owner exits and a different
+ * program gets its pid number and connects. */
+static void test_a_reused_pid_does_not_inherit_the_old_name(void **state)
+{
+    int lfd = listen_on(AF_INET, "127.0.0.1", 0), go[2], go2[2];
+    uint16_t port = port_of(lfd);
+    assert_int_equal(pipe(go), 0);
+    pid_t old = spawn_named("old-owner", port, go, NULL, NULL);
+    close(go[0]);
+    struct platform_proc_cache *c = platform_proc_cache_new();
+    struct pair a = { .lfd = lfd, .cfd = -1 }, b = { .lfd = lfd, .cfd = -1 };
+    struct platform_proc pr;
+    assert_int_equal(accept_one(lfd, &a), 0);
+    assert_int_equal(lookup_pair(c, &a, &pr), 0);
+    assert_int_equal(pr.pid, old);
+    assert_string_equal(pr.comm, "old-owner");
+    close(go[1]);
+    waitpid(old, NULL, 0);   /* gone: its pid number is free */
+    close(a.afd);
+    assert_int_equal(pipe(go2), 0);
+    pid_t kid = spawn_with_pid(old);
+    if (kid == 0) {
+        close(go2[1]);
+        prctl(PR_SET_NAME, "new-owner", 0, 0, 0);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port) };
+        inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+        if (connect(fd, (struct sockaddr *)&in, sizeof in) != 0)
+            _exit(1);
+        char ch;
+        (void)!read(go2[0], &ch, 1);
+        _exit(0);
+    }
+    close(go2[0]);
+    if (kid < 0) {   /* not root, or the pid was taken meanwhile */
+        close(go2[1]);
+        platform_proc_cache_free(c);
+        close(lfd);
+        skip();
+    }
+    assert_int_equal(kid, old);
+    assert_int_equal(accept_one(lfd, &b), 0);
+    int rc = lookup_pair(c, &b, &pr);
+    close(go2[1]);
+    waitpid(kid, NULL, 0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(pr.pid, old);
+    assert_string_equal(pr.comm, "new-owner");
+    platform_proc_cache_free(c);
+    close(b.afd);
+    close(lfd);
+}
+
+/* The common case is cheap: a new connection of a process seen before is
+ * found without walking /proc — just above its last socket, or where one of
+ * its connections ended (the kernel reuses the lowest free fd). */
+static void test_new_sockets_of_a_known_process_need_no_walk(void **state)
+{
+    int lfd = listen_on(AF_INET, "127.0.0.1", 0);
+    struct platform_proc_cache *c = platform_proc_cache_new();
+    struct pair p[3];
+    struct platform_proc pr[3];
+    int cfd[3];
+    for (int i = 0; i < 2; i++) {
+        cfd[i] = connect_to(AF_INET, "127.0.0.1", port_of(lfd));
+        memset(&p[i], 0, sizeof p[i]);
+        assert_int_equal(accept_one(lfd, &p[i]), 0);
+        assert_int_equal(lookup_pair(c, &p[i], &pr[i]), 0);
+        assert_int_equal(pr[i].pid, getpid());
+        assert_int_equal(pr[i].fd, cfd[i]);
+    }
+    struct platform_proc_stats st0, st;
+    platform_proc_cache_stats(c, &st0);
+    /* the client replaces its first connection: same fd number */
+    close(cfd[0]);
+    platform_proc_release(c, &pr[0]);
+    cfd[2] = connect_to(AF_INET, "127.0.0.1", port_of(lfd));
+    memset(&p[2], 0, sizeof p[2]);
+    assert_int_equal(accept_one(lfd, &p[2]), 0);
+    assert_int_equal(lookup_pair(c, &p[2], &pr[2]), 0);
+    assert_int_equal(pr[2].pid, getpid());
+    assert_int_equal(pr[2].fd, cfd[2]);
+    platform_proc_cache_stats(c, &st);
+    assert_int_equal(st.walks, st0.walks);
+    assert_int_equal(st.hint_hits, st0.hint_hits + 1);
+    for (int i = 0; i < 3; i++) {
+        if (i)
+            close(cfd[i]);
+        close(p[i].afd);
+    }
+    platform_proc_cache_free(c);
+    close(lfd);
+}
+
+static void *walk_thread(void *arg)
+{
+    platform_proc_walk_run(arg);
+    return NULL;
+}
+
+/* The split form the proxy uses: quick (no walk) -> walk on another thread
+ * -> merge -> resolve. */
+static void test_quick_lookup_defers_the_walk_to_another_thread(void **state)
+{
+    int lfd = listen_on(AF_INET, "127.0.0.1", 0), go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t kid = spawn_named("walked-kid", port_of(lfd), go, NULL, NULL);
+    close(go[0]);
+    struct pair p = { .lfd = lfd, .cfd = -1 };
+    assert_int_equal(accept_one(lfd, &p), 0);
+    struct platform_proc_cache *c = platform_proc_cache_new();
+    struct platform_proc pr;
+    char err[512] = "";
+    int rc = platform_proc_lookup_quick(c, (struct sockaddr *)&p.peer, (struct sockaddr *)&p.local, &pr,
+                                        err, sizeof err);
+    assert_int_equal(rc, PLATFORM_EWALK);
+    assert_true(pr.inode != 0);
+    assert_int_equal(pr.uid, (int)getuid());
+    struct platform_proc_walk *wk = platform_proc_walk_new();
+    platform_proc_walk_begin(c, wk);
+    assert_true(platform_proc_walk_add(wk, pr.inode));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, walk_thread, wk), 0);
+    pthread_join(t, NULL);
+    platform_proc_walk_merge(c, wk);
+    assert_int_equal(platform_proc_walk_result(wk, pr.inode, err, sizeof err), 0);
+    rc = platform_proc_resolve(c, &pr, err, sizeof err);
+    close(go[1]);
+    waitpid(kid, NULL, 0);
+    if (rc != 0)
+        fail_msg("resolve: %d %s", rc, err);
+    assert_int_equal(pr.pid, kid);
+    assert_string_equal(pr.comm, "walked-kid");
+    /* a socket nobody holds: the walk says so */
+    platform_proc_walk_begin(c, wk);
+    assert_true(platform_proc_walk_add(wk, 4000000000u));
+    platform_proc_walk_run(wk);
+    platform_proc_walk_merge(c, wk);
+    assert_int_equal(platform_proc_walk_result(wk, 4000000000u, err, sizeof err), PLATFORM_EGONE);
+    platform_proc_walk_free(wk);
+    platform_proc_cache_free(c);
+    close_pair(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +625,10 @@ int main(void)
         cmocka_unit_test(test_closed_client_socket_reports_gone),
         cmocka_unit_test(test_burst_from_one_process_scans_proc_once),
         cmocka_unit_test(test_bad_addresses_are_refused_not_crashed),
+        cmocka_unit_test(test_exec_into_a_renamed_binary_changes_the_name_at_once),
+        cmocka_unit_test(test_a_reused_pid_does_not_inherit_the_old_name),
+        cmocka_unit_test(test_new_sockets_of_a_known_process_need_no_walk),
+        cmocka_unit_test(test_quick_lookup_defers_the_walk_to_another_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,21 +1,30 @@
 /* platform/linux/proc.c: socket -> process lookup (see platform.h).
  *
- * Two steps, because Linux has no direct "who owns this socket" call:
- *  1. netlink sock_diag, an exact lookup by 4-tuple (no dump): gives the
- *     client socket's inode and uid in one round trip;
- *  2. inode -> pid: the only map is the fd tables in /proc/PID/fd. A full
- *     walk of every process is expensive, so we cache inode -> (pid, fd)
- *     (verified on use with a single readlink), scan the processes that
- *     recently owned connections first (a browser opens many), and only then
- *     walk /proc, newest pids first (a just-started client such as curl is
- *     usually the newest process). Every socket seen on the way is cached, so
- *     a burst of connections from one program costs one scan. */
-#include "platform/platform.h"
+ * Linux has no "who owns this socket" call, so it takes two steps:
+ *  1. netlink sock_diag, an exact lookup by 4-tuple (no dump): the client
+ *     socket's inode and uid in one round trip;
+ *  2. inode -> pid: the only map is the fd tables in /proc/PID/fd.
+ * The quick part (platform_proc_lookup_quick) costs a handful of syscalls
+ * and never walks /proc:
+ *  - processes that owned connections lately ("owners") are kept open:
+ *    /proc/PID, /proc/PID/fd and /proc/PID/comm, opened once. These
+ *    descriptors pin that very process: once it exits, they fail (ENOENT /
+ *    ESRCH) even if its pid number is reused by another program, so a
+ *    cached owner can never lend its name to a newcomer. Its name is read
+ *    through them on every lookup (pread of comm, readlink of exe: two
+ *    syscalls), so exec and prctl(PR_SET_NAME) are seen at once too;
+ *  - a socket seen before (inode -> pid, fd) is verified with one readlink
+ *    of the owner's fd directory;
+ *  - a new socket of an owner is usually at a predictable fd: where one of
+ *    its connections just ended (the kernel hands out the lowest free fd;
+ *    the proxy reports ended connections with platform_proc_release), or
+ *    just above its highest socket. A few readlinks, bounded per lookup.
+ * Anything else needs a walk (proc_walk.c), which the proxy runs off its
+ * event loop; platform_proc_lookup_tcp does all of it inline. */
+#include "platform/linux/proc_int.h"
 #include "util/util.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
@@ -25,14 +34,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #define CACHE_SLOTS 8192          /* power of two; ~96 KiB per cache */
 #define CACHE_MAX_USED (CACHE_SLOTS * 3 / 4)
-#define HINTS 32                  /* recent owner pids scanned first */
-#define MAX_PIDS (1u << 20)       /* bound on one /proc walk */
-#define MAX_FDS_PER_PID 65536     /* bound on one fd directory */
+#define OWNERS 16                 /* processes kept open (3 fds each) */
+#define OWNER_PROBES 4            /* owners probed per lookup, most recent first */
+#define PROBE_BUDGET 8            /* readlinks per quick lookup beyond the cache */
+#define FREED 8                   /* fds of ended connections remembered per owner */
+#define INLINE_SCAN_FDS 64        /* an owner this small is scanned inline, not walked */
 
 struct slot {
     uint32_t inode;               /* 0 = empty */
@@ -40,18 +52,24 @@ struct slot {
     int32_t fd;
 };
 
+struct owner {
+    int pid;                      /* 0: free */
+    int pd, fdd, commfd;          /* /proc/PID, /proc/PID/fd, /proc/PID/comm */
+    uint64_t used;                /* LRU clock */
+    int maxfd;                    /* highest fd seen holding one of its sockets */
+    int nfds;                     /* open fds at its last listing (0: not listed yet) */
+    int freed[FREED];             /* ring: fds of its connections that ended (-1: used up) */
+    unsigned nfreed, freed_next;
+};
+
 struct platform_proc_cache {
     int nl;                       /* NETLINK_SOCK_DIAG socket, lazily opened */
     uint32_t seq;
     struct slot *slots;
     size_t used;
-    int hints[HINTS];
-    size_t nhints, hint_next;
-    int *pids;                    /* scratch for the /proc walk */
-    size_t pids_cap;
-    int *fds;                     /* scratch for one fd directory */
-    size_t fds_cap;
-    unsigned denied;              /* fd dirs we could not read in this lookup */
+    struct owner owners[OWNERS];
+    uint64_t clock;
+    struct platform_proc_walk *walk;   /* scratch of the synchronous lookup */
     struct platform_proc_stats st;
 };
 
@@ -61,6 +79,16 @@ struct endpoint {
     uint16_t port;                /* host order */
     uint32_t scope;
 };
+
+static void owner_drop(struct owner *o)
+{
+    if (o->pid == 0)
+        return;
+    close(o->pd);
+    close(o->fdd);
+    close(o->commfd);
+    memset(o, 0, sizeof *o);
+}
 
 struct platform_proc_cache *platform_proc_cache_new(void)
 {
@@ -82,9 +110,10 @@ void platform_proc_cache_free(struct platform_proc_cache *c)
         return;
     if (c->nl >= 0)
         close(c->nl);
+    for (size_t i = 0; i < OWNERS; i++)
+        owner_drop(&c->owners[i]);
+    platform_proc_walk_free(c->walk);
     free(c->slots);
-    free(c->pids);
-    free(c->fds);
     free(c);
 }
 
@@ -133,182 +162,270 @@ static void cache_put(struct platform_proc_cache *c, uint32_t inode, int pid, in
     c->used++;
 }
 
-static void hint_add(struct platform_proc_cache *c, int pid)
+/* ---- owners: recent client processes, kept open ----------------------- */
+
+static struct owner *owner_find(struct platform_proc_cache *c, int pid)
 {
-    for (size_t i = 0; i < c->nhints; i++)
-        if (c->hints[i] == pid)
-            return;
-    c->hints[c->hint_next] = pid;
-    c->hint_next = (c->hint_next + 1) % HINTS;
-    if (c->nhints < HINTS)
-        c->nhints++;
+    for (size_t i = 0; i < OWNERS; i++)
+        if (c->owners[i].pid == pid)
+            return &c->owners[i];
+    return NULL;
 }
 
-static bool is_hint(const struct platform_proc_cache *c, int pid)
+/* Opens /proc/PID (whoever has that pid NOW: callers verify a socket link
+ * through it before trusting it), evicting the least recently used owner. */
+static struct owner *owner_open(struct platform_proc_cache *c, int pid)
 {
-    for (size_t i = 0; i < c->nhints; i++)
-        if (c->hints[i] == pid)
-            return true;
-    return false;
+    struct owner *o = &c->owners[0];
+    for (size_t i = 0; i < OWNERS; i++) {
+        struct owner *x = &c->owners[i];
+        if (x->pid == 0) {
+            o = x;
+            break;
+        }
+        if (x->used < o->used)
+            o = x;
+    }
+    owner_drop(o);
+    char path[32];
+    snprintf(path, sizeof path, "/proc/%d", pid);
+    int pd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pd < 0)
+        return NULL;
+    int fdd = openat(pd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int commfd = fdd >= 0 ? openat(pd, "comm", O_RDONLY | O_CLOEXEC) : -1;
+    if (commfd < 0) {
+        if (fdd >= 0)
+            close(fdd);
+        close(pd);
+        return NULL;
+    }
+    *o = (struct owner){ .pid = pid, .pd = pd, .fdd = fdd, .commfd = commfd, .maxfd = -1 };
+    return o;
 }
 
-/* "socket:[12345]" -> 12345; 0 when the link is not a socket. */
-static uint32_t parse_socket_link(const char *s, ssize_t n)
+/* The inode of the socket at fd of o; 0 when fd is not an open socket (or
+ * the process is gone). */
+static uint32_t owner_link(struct platform_proc_cache *c, const struct owner *o, int fd)
 {
-    if (n < 10 || memcmp(s, "socket:[", 8) != 0 || s[n - 1] != ']')
+    char name[16], link[64];
+    snprintf(name, sizeof name, "%d", fd);
+    ssize_t n = readlinkat(o->fdd, name, link, sizeof link);
+    c->st.fds_read++;
+    if (n <= 0 || n >= (ssize_t)sizeof link)
         return 0;
-    uint64_t v = 0;
-    for (ssize_t i = 8; i < n - 1; i++) {
-        if (!isdigit((unsigned char)s[i]) || v > UINT32_MAX)
-            return 0;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    return v > UINT32_MAX ? 0 : (uint32_t)v;
+    return proc_parse_socket_link(link, n);
 }
 
-static bool cache_entry_valid(const struct slot *s)
+static void owner_touch(struct platform_proc_cache *c, struct owner *o, int fd)
 {
-    char path[64], link[64];
-    snprintf(path, sizeof path, "/proc/%d/fd/%d", s->pid, s->fd);
-    ssize_t n = readlink(path, link, sizeof link);
-    return n > 0 && n < (ssize_t)sizeof link && parse_socket_link(link, n) == s->inode;
+    o->used = ++c->clock;
+    if (fd > o->maxfd)
+        o->maxfd = fd;
 }
 
-/* ---- /proc walk ------------------------------------------------------- */
+/* The owner of a socket we have seen at (pid, fd): verified through the
+ * pinned directory. A pinned process that exited (its pid maybe reused) is
+ * dropped and the pid opened afresh, then verified again. */
+static struct owner *verify_seen(struct platform_proc_cache *c, const struct slot *s)
+{
+    struct owner *o = owner_find(c, s->pid);
+    if (o && owner_link(c, o, s->fd) == s->inode)
+        return o;
+    if (o)
+        owner_drop(o);
+    o = owner_open(c, s->pid);
+    if (o && owner_link(c, o, s->fd) == s->inode)
+        return o;
+    return NULL;
+}
 
-static int cmp_int_desc(const void *a, const void *b)
+/* The recent owners, most recently used first; returns how many. */
+static size_t owners_by_recency(struct platform_proc_cache *c, struct owner **out, size_t max)
+{
+    struct owner *all[OWNERS];
+    size_t n = 0;
+    for (size_t i = 0; i < OWNERS; i++) {
+        struct owner *o = &c->owners[i];
+        if (o->pid == 0)
+            continue;
+        size_t k = n++;
+        while (k > 0 && all[k - 1]->used < o->used) {
+            all[k] = all[k - 1];
+            k--;
+        }
+        all[k] = o;
+    }
+    if (n > max)
+        n = max;
+    memcpy(out, all, n * sizeof *out);
+    return n;
+}
+
+/* One guess: is inode at fd of o? 1 yes, 0 no socket there (a free fd),
+ * -1 another socket (cached on the way). */
+static int probe(struct platform_proc_cache *c, struct owner *o, int fd, uint32_t inode, unsigned *budget)
+{
+    if (fd < 0 || *budget == 0)
+        return 0;
+    (*budget)--;
+    uint32_t ino = owner_link(c, o, fd);
+    if (ino == 0)
+        return 0;
+    if (fd > o->maxfd)
+        o->maxfd = fd;
+    if (ino != inode) {
+        cache_put(c, ino, o->pid, fd);
+        return -1;
+    }
+    return 1;
+}
+
+/* The smallest fd in the freed ring not yet tried, or NULL. */
+static int *next_freed(struct owner *o, int above)
+{
+    int *best = NULL;
+    for (unsigned i = 0; i < o->nfreed; i++)
+        if (o->freed[i] > above && (!best || o->freed[i] < *best))
+            best = &o->freed[i];
+    return best;
+}
+
+/* A new socket of a recent owner: where its connections ended, lowest fd
+ * first (the kernel hands out the lowest free fd), then just above its
+ * highest socket. A freed fd found holding another socket is forgotten. */
+static int probe_owner(struct platform_proc_cache *c, struct owner *o, uint32_t inode, unsigned *budget)
+{
+    int above = -1, *slot;
+    while (*budget && (slot = next_freed(o, above)) != NULL) {
+        int fd = *slot;
+        above = fd;
+        int r = probe(c, o, fd, inode, budget);
+        if (r != 0)
+            *slot = -1;   /* in use now: by our socket or another */
+        if (r == 1)
+            return fd;
+    }
+    for (int k = 1; k <= 3 && *budget; k++) {
+        int base = o->maxfd;
+        if (probe(c, o, base + k, inode, budget) == 1)
+            return base + k;
+        if (o->maxfd != base)   /* a socket there that is not ours: look above it */
+            k = 0;
+    }
+    return -1;
+}
+
+static int cmp_fd_desc(const void *a, const void *b)
 {
     int x = *(const int *)a, y = *(const int *)b;
     return (x < y) - (x > y);
 }
 
-/* Reads the fds of pid, newest (highest numbered) first, caching the
- * sockets seen, until `want` is found. A process that opens many
- * connections gets each new socket at its highest fd, so the one we look
- * for is usually among the first links read instead of the last. 1: want
- * found (*fd_out set), 0: not there, <0: directory unreadable. */
-static int scan_pid(struct platform_proc_cache *c, int pid, uint32_t want, int *fd_out)
+/* A small owner (up to INLINE_SCAN_FDS fds) read whole through its pinned
+ * fd directory, newest fd first: cheaper than a hand-off to the thread
+ * pool. Larger ones are left to the walk. */
+static int scan_small_owner(struct platform_proc_cache *c, struct owner *o, uint32_t inode)
 {
-    char path[48];
-    snprintf(path, sizeof path, "/proc/%d/fd", pid);
-    DIR *d = opendir(path);
-    if (!d) {
-        if (errno == EACCES || errno == EPERM)
-            c->denied++;
-        return -errno;
-    }
-    int dfd = dirfd(d), found = 0;
+    if (o->nfds > INLINE_SCAN_FDS || lseek(o->fdd, 0, SEEK_SET) != 0)
+        return -1;
+    int fds[INLINE_SCAN_FDS];
     size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < MAX_FDS_PER_PID) {
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        if (n == c->fds_cap) {
-            size_t cap = c->fds_cap ? c->fds_cap * 2 : 256;
-            int *p = realloc(c->fds, cap * sizeof *p);
-            if (!p)
-                break;
-            c->fds = p;
-            c->fds_cap = cap;
-        }
-        c->fds[n++] = atoi(e->d_name);
-    }
-    if (n > 1)   /* (qsort with a NULL array is undefined even for n == 0) */
-        qsort(c->fds, n, sizeof *c->fds, cmp_int_desc);
-    for (size_t i = 0; i < n && !found; i++) {
-        char name[16], link[64];
-        snprintf(name, sizeof name, "%d", c->fds[i]);
-        ssize_t len = readlinkat(dfd, name, link, sizeof link);
-        c->st.fds_read++;
-        if (len <= 0 || len >= (ssize_t)sizeof link)
-            continue;
-        uint32_t ino = parse_socket_link(link, len);
-        if (!ino)
-            continue;
-        cache_put(c, ino, pid, c->fds[i]);
-        if (ino == want) {
-            *fd_out = c->fds[i];
-            found = 1;
-        }
-    }
-    closedir(d);
-    return found;
-}
-
-static int cmp_pid_desc(const void *a, const void *b)
-{
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x < y) - (x > y);
-}
-
-/* Lists /proc's numeric entries into c->pids, newest (highest) first. */
-static int list_pids(struct platform_proc_cache *c, size_t *n_out, char *err, size_t errlen)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return util_err(err, errlen, -errno, "cannot read /proc: %s", strerror(errno));
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < MAX_PIDS) {
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        if (n == c->pids_cap) {
-            size_t cap = c->pids_cap ? c->pids_cap * 2 : 1024;
-            int *p = realloc(c->pids, cap * sizeof *p);
-            if (!p) {
-                closedir(d);
-                return util_err(err, errlen, -ENOMEM, "out of memory listing /proc");
+    char buf[4096];
+    for (int calls = 0; calls < 8; calls++) {
+        long got = syscall(SYS_getdents64, o->fdd, buf, sizeof buf);
+        if (got <= 0)
+            break;
+        for (long off = 0; off < got;) {
+            const char *rec = buf + off;
+            unsigned short reclen;
+            memcpy(&reclen, rec + 16, sizeof reclen);   /* d_ino 8, d_off 8, d_reclen 2, d_type 1, d_name */
+            const char *name = rec + 19;
+            if (reclen == 0)
+                return -1;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            if (n == INLINE_SCAN_FDS) {
+                o->nfds = INLINE_SCAN_FDS + 1;   /* too big: walk it */
+                return -1;
             }
-            c->pids = p;
-            c->pids_cap = cap;
+            fds[n++] = atoi(name);
         }
-        c->pids[n++] = atoi(e->d_name);
     }
-    closedir(d);
+    o->nfds = (int)n;
     if (n > 1)
-        qsort(c->pids, n, sizeof *c->pids, cmp_pid_desc);
-    *n_out = n;
-    return 0;
+        qsort(fds, n, sizeof *fds, cmp_fd_desc);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t ino = owner_link(c, o, fds[i]);
+        if (ino == inode)
+            return fds[i];
+        if (ino)
+            cache_put(c, ino, o->pid, fds[i]);
+    }
+    return -1;
 }
 
-/* inode -> pid. 0 found, PLATFORM_EGONE / PLATFORM_EPERM not found. */
-static int inode_to_pid(struct platform_proc_cache *c, uint32_t inode, int *pid,
-                        char *err, size_t errlen)
+/* inode -> (owner, fd) without walking /proc; PLATFORM_EWALK otherwise. */
+static int find_quick(struct platform_proc_cache *c, uint32_t inode, struct owner **o_out, int *fd_out,
+                      bool count)
 {
     struct slot *s = cache_find(c, inode);
-    if (s && cache_entry_valid(s)) {
-        c->st.cache_hits++;
-        *pid = s->pid;
-        return 0;
-    }
-    int fd;
-    c->denied = 0;
-    for (size_t i = 0; i < c->nhints; i++) {
-        if (scan_pid(c, c->hints[i], inode, &fd) == 1) {
-            c->st.hint_hits++;
-            *pid = c->hints[i];
+    if (s) {
+        struct owner *o = verify_seen(c, s);
+        if (o) {
+            c->st.cache_hits += count;
+            *o_out = o;
+            *fd_out = s->fd;
             return 0;
         }
     }
-    c->st.full_scans++;
-    size_t n = 0;
-    int rc = list_pids(c, &n, err, errlen);
-    if (rc < 0)
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        if (is_hint(c, c->pids[i]))
-            continue;
-        if (scan_pid(c, c->pids[i], inode, &fd) == 1) {
-            *pid = c->pids[i];
+    struct owner *recent[OWNER_PROBES];
+    size_t n = owners_by_recency(c, recent, OWNER_PROBES);
+    unsigned budget = PROBE_BUDGET;
+    for (size_t i = 0; i < n && budget; i++) {
+        int fd = probe_owner(c, recent[i], inode, &budget);
+        if (fd >= 0) {
+            c->st.hint_hits += count;
+            cache_put(c, inode, recent[i]->pid, fd);
+            *o_out = recent[i];
+            *fd_out = fd;
             return 0;
         }
     }
-    if (c->denied)
-        return util_err(err, errlen, PLATFORM_EPERM,
-                        "socket inode %u: its process is not visible to us (%u fd directories unreadable); "
-                        "run the agent as root or with CAP_SYS_PTRACE", inode, c->denied);
-    return util_err(err, errlen, PLATFORM_EGONE,
-                    "socket inode %u is held by no process (it exited or closed the socket)", inode);
+    if (n > 0) {   /* the most recent owner, when it is small */
+        int fd = scan_small_owner(c, recent[0], inode);
+        if (fd >= 0) {
+            c->st.hint_hits += count;
+            cache_put(c, inode, recent[0]->pid, fd);
+            *o_out = recent[0];
+            *fd_out = fd;
+            return 0;
+        }
+    }
+    return PLATFORM_EWALK;
+}
+
+void platform_proc_release(struct platform_proc_cache *c, const struct platform_proc *p)
+{
+    if (!c || !p || p->pid <= 0 || p->fd < 0)
+        return;
+    struct owner *o = owner_find(c, p->pid);
+    if (!o)
+        return;
+    for (unsigned i = 0; i < o->nfreed; i++)
+        if (o->freed[i] == p->fd)
+            return;
+    for (unsigned i = 0; i < o->nfreed; i++) {
+        if (o->freed[i] < 0) {   /* a slot already used up */
+            o->freed[i] = p->fd;
+            return;
+        }
+    }
+    o->freed[o->freed_next] = p->fd;
+    o->freed_next = (o->freed_next + 1) % FREED;
+    if (o->nfreed < FREED)
+        o->nfreed++;
 }
 
 /* ---- sock_diag -------------------------------------------------------- */
@@ -438,6 +555,14 @@ static int diag_lookup(struct platform_proc_cache *c, const struct endpoint *cl,
 
 /* ---- describing a process -------------------------------------------- */
 
+static void proc_reset(struct platform_proc *out)
+{
+    memset(out, 0, sizeof *out);
+    out->pid = -1;
+    out->uid = -1;
+    out->fd = -1;
+}
+
 static int read_small(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -482,9 +607,8 @@ static void set_exe_base(struct platform_proc *out)
 static int describe(int pid, bool want_uid, struct platform_proc *out, char *err, size_t errlen)
 {
     char path[48];
-    memset(out, 0, sizeof *out);
+    proc_reset(out);
     out->pid = pid;
-    out->uid = -1;
     if (pid <= 0)
         return util_err(err, errlen, -EINVAL, "invalid pid %d", pid);
     snprintf(path, sizeof path, "/proc/%d/comm", pid);
@@ -506,18 +630,55 @@ int platform_proc_describe(int pid, struct platform_proc *out, char *err, size_t
     return describe(pid, true, out, err, errlen);
 }
 
+/* comm, exe, exe_base of a pinned owner: two syscalls, always current. */
+static int describe_owner(struct platform_proc_cache *c, struct owner *o, struct platform_proc *out,
+                          char *err, size_t errlen)
+{
+    ssize_t n = pread(o->commfd, out->comm, sizeof out->comm - 1, 0);
+    if (n <= 0) {
+        int pid = o->pid;
+        owner_drop(o);
+        return util_err(err, errlen, PLATFORM_EGONE, "process %d is gone", pid);
+    }
+    out->comm[n] = '\0';
+    out->comm[strcspn(out->comm, "\n")] = '\0';
+    ssize_t m = readlinkat(o->pd, "exe", out->exe, sizeof out->exe - 1);
+    out->exe[m > 0 ? m : 0] = '\0';   /* kernel threads / other users: "" */
+    set_exe_base(out);
+    out->pid = o->pid;
+    return 0;
+}
+
 /* ---- the lookup ------------------------------------------------------- */
 
-int platform_proc_lookup_tcp(struct platform_proc_cache *c,
-                             const struct sockaddr *client,
-                             const struct sockaddr *server,
-                             struct platform_proc *out,
-                             char *err, size_t errlen)
+/* p->inode and p->uid known: the owner from the cache and recent owners.
+ * `count`: a lookup of its own (not the end of one that walked). */
+static int resolve(struct platform_proc_cache *c, struct platform_proc *p, bool count, char *err,
+                   size_t errlen)
+{
+    struct owner *o = NULL;
+    int fd = -1;
+    if (find_quick(c, p->inode, &o, &fd, count) < 0)
+        return util_err(err, errlen, PLATFORM_EWALK,
+                        "socket inode %u: not held by a recent owner; a /proc walk is needed", p->inode);
+    int rc = describe_owner(c, o, p, err, errlen);
+    if (rc < 0) {
+        p->pid = -1;
+        return rc;
+    }
+    owner_touch(c, o, fd);
+    p->fd = fd;
+    return 0;
+}
+
+int platform_proc_lookup_quick(struct platform_proc_cache *c,
+                               const struct sockaddr *client,
+                               const struct sockaddr *server,
+                               struct platform_proc *out,
+                               char *err, size_t errlen)
 {
     struct endpoint cl, sv;
-    memset(out, 0, sizeof *out);
-    out->pid = -1;
-    out->uid = -1;
+    proc_reset(out);
     if (!c)
         return util_err(err, errlen, -EINVAL, "no process cache");
     c->st.lookups++;
@@ -537,16 +698,74 @@ int platform_proc_lookup_tcp(struct platform_proc_cache *c,
     if (inode == 0)
         return util_err(err, errlen, PLATFORM_EGONE,
                         "the client socket is no longer held by a process (closed or TIME_WAIT)");
-    int pid = -1;
-    rc = inode_to_pid(c, inode, &pid, err, errlen);
-    if (rc < 0)
-        return rc;
-    rc = describe(pid, false, out, err, errlen);
-    out->uid = (int)uid;   /* the socket's owner */
-    if (rc < 0) {
-        out->pid = -1;
-        return rc;
+    out->inode = inode;
+    return resolve(c, out, true, err, errlen);
+}
+
+int platform_proc_resolve(struct platform_proc_cache *c, struct platform_proc *p, char *err, size_t errlen)
+{
+    if (!c || !p || p->inode == 0)
+        return util_err(err, errlen, -EINVAL, "no process cache or no socket inode");
+    return resolve(c, p, false, err, errlen);
+}
+
+void platform_proc_walk_begin(struct platform_proc_cache *c, struct platform_proc_walk *wk)
+{
+    wk->ntargets = wk->nfound = wk->nseen = wk->nhints = 0;
+    memset(wk->found, 0, sizeof wk->found);
+    wk->rc = 0;
+    wk->denied = 0;
+    wk->walked = false;
+    wk->fds_read = 0;
+    wk->err[0] = '\0';
+    struct owner *recent[OWNERS];
+    size_t n = owners_by_recency(c, recent, OWNERS < PROC_WALK_HINTS ? OWNERS : PROC_WALK_HINTS);
+    for (size_t i = 0; i < n; i++)
+        wk->hints[wk->nhints++] = recent[i]->pid;
+}
+
+void platform_proc_walk_merge(struct platform_proc_cache *c, struct platform_proc_walk *wk)
+{
+    for (size_t i = 0; i < wk->nseen; i++)
+        cache_put(c, wk->seen[i].inode, wk->seen[i].pid, wk->seen[i].fd);
+    for (size_t i = 0; i < wk->ntargets; i++)
+        if (wk->found[i].pid > 0)
+            cache_put(c, wk->found[i].inode, wk->found[i].pid, wk->found[i].fd);
+    for (size_t i = 0; i < wk->nseen; i++) {   /* an owner's highest socket so far */
+        struct owner *o = owner_find(c, wk->seen[i].pid);
+        if (o && wk->seen[i].fd > o->maxfd)
+            o->maxfd = wk->seen[i].fd;
     }
-    hint_add(c, pid);
-    return 0;
+    c->st.walks++;
+    if (wk->walked)
+        c->st.full_scans++;
+    else if (wk->nfound)
+        c->st.hint_hits++;
+    c->st.fds_read += wk->fds_read;
+}
+
+int platform_proc_lookup_tcp(struct platform_proc_cache *c,
+                             const struct sockaddr *client,
+                             const struct sockaddr *server,
+                             struct platform_proc *out,
+                             char *err, size_t errlen)
+{
+    int rc = platform_proc_lookup_quick(c, client, server, out, err, errlen);
+    if (rc != PLATFORM_EWALK)
+        return rc;
+    if (!c->walk && !(c->walk = platform_proc_walk_new()))
+        return util_err(err, errlen, -ENOMEM, "out of memory for a /proc walk");
+    platform_proc_walk_begin(c, c->walk);
+    platform_proc_walk_add(c->walk, out->inode);
+    platform_proc_walk_run(c->walk);
+    platform_proc_walk_merge(c, c->walk);
+    rc = platform_proc_walk_result(c->walk, out->inode, err, errlen);
+    if (rc == 0)
+        rc = resolve(c, out, false, err, errlen);
+    if (rc == PLATFORM_EWALK)   /* found, then gone before we could name it */
+        rc = util_err(err, errlen, PLATFORM_EGONE, "socket inode %u changed hands during the lookup",
+                      out->inode);
+    if (rc < 0)
+        out->pid = -1;
+    return rc;
 }
