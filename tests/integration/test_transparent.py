@@ -344,11 +344,13 @@ def test_agent_upstream_connections_are_not_looped_back(live):
     seen_before = len(from_client(lab.site_connections("good.test")))
     r = lab.https("good.test", path="/t-loop", cafile=lab.agent.ca_path)
     assert r["ok"] and r["status"] == 200, (r, lab.stderr())
-    # the origin saw exactly one new connection, from the client ns address
+    # the origin saw the request from the client ns address, on at most one
+    # new connection (none when a pooled origin connection of an earlier
+    # decoded connection carried it)
     assert "peer=192.0.2.1:" in r["body"], r["body"]
     new = from_client(lab.site_connections("good.test"))[seen_before:]
-    assert len(new) == 1, new
-    assert new[0]["peer"].startswith("192.0.2.1:"), new
+    assert len(new) <= 1, new
+    assert all(x["peer"].startswith("192.0.2.1:") for x in new), new
     recs = wait_log(lab, lambda x: "/t-loop" in str(x.get("url")))
     assert len(recs) == 1, recs
     time.sleep(0.3)
