@@ -79,7 +79,8 @@ perf_case() { # CASE SECONDS loadgen-args...
   log "perf $case: bench/results/perf-$case.txt"
 }
 
-perf_all() {
+# origin, release shoji (all workers) and a warm leaf, for perf and strace
+profiled_shoji_up() {
   mkdir -p "$ROOT/bench/results"
   make_certs
   make_files
@@ -90,6 +91,10 @@ perf_all() {
   cat "$W/pki/ca.crt" "$W/shoji/state/ca.crt" > "$CAS"
   "$BUILD/loadgen" --label warm --proxy 127.0.0.1:$P_SHOJI --target "$ORIGIN:443" \
     --cafile "$CAS" --mode new -c 1 -n 3 -t 20 >/dev/null 2>&1 || true
+}
+
+perf_all() {
+  profiled_shoji_up
   local cases=${BENCH_PROFILE_CASES:-"ka new tunnel http"}
   for c in $cases; do
     case $c in
@@ -120,16 +125,7 @@ strace_case() { # CASE loadgen-args...
 }
 
 strace_all() {
-  mkdir -p "$ROOT/bench/results"
-  make_certs
-  make_files
-  make_policy
-  start_nginx >/dev/null
-  SHOJI_PID=$(start_shoji)
-  CAS=$W/clients-ca.pem
-  cat "$W/pki/ca.crt" "$W/shoji/state/ca.crt" > "$CAS"
-  "$BUILD/loadgen" --label warm --proxy 127.0.0.1:$P_SHOJI --target "$ORIGIN:443" \
-    --cafile "$CAS" --mode new -c 1 -n 3 -t 20 >/dev/null 2>&1 || true
+  profiled_shoji_up
   local cases=${BENCH_PROFILE_CASES:-"ka new tunnel http"}
   for c in $cases; do
     case $c in

@@ -764,9 +764,8 @@ void conn_park_upstream(struct conn *c)
     up_pool_put(c->w, u, key);
 }
 
-/* The decoded connection's next request: a pooled origin connection for the
- * same origin, if there is one. */
-bool conn_take_upstream_for_request(struct conn *c)
+/* Makes a pooled origin connection for this connection's origin c->up. */
+static bool attach_pooled(struct conn *c)
 {
     char key[sizeof c->client->pool_key];
     if (c->up || !decode_pool_key(c, key, sizeof key))
@@ -781,20 +780,16 @@ bool conn_take_upstream_for_request(struct conn *c)
     return true;
 }
 
+/* The decoded connection's next request: a pooled origin connection for the
+ * same origin, if there is one. */
+bool conn_take_upstream_for_request(struct conn *c) { return attach_pooled(c); }
+
 bool conn_take_pooled_upstream(struct conn *c)
 {
-    char key[sizeof c->client->pool_key];
-    if (!decode_pool_key(c, key, sizeof key))
+    if (!attach_pooled(c))
         return false;
-    struct pstream *s = up_pool_take(c->w, key);
-    if (!s)
-        return false;
-    pstream_attach(s, c);
-    c->up = s;
-    c->refs++;
     c->upstream_tls = true;
     c->up_idle = true;   /* it served requests before: a retry is allowed */
-    sockaddr_fmt_peer(s, c->dst_addr, sizeof c->dst_addr);
     atomic_fetch_add(&c->w->sh->m.upstream_reused, 1);
     on_decode_upstream(c, 0, NULL);
     return true;
