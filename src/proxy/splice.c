@@ -181,6 +181,25 @@ static int dir_finish(struct splice_dir *d)
     return SPLICE_DONE;
 }
 
+/* What one read of `n` bytes means for the round: TOOK_MORE to go on (bytes
+ * counted, or EOF noted), else what splice_dir_pump returns. */
+#define TOOK_MORE (-1000000)
+static int took(struct splice_dir *d, ssize_t n, size_t *got)
+{
+    if (n == -EAGAIN || n == -EWOULDBLOCK)
+        return SPLICE_WANT_READ;
+    if (n < 0)
+        return (int)n;
+    if (n == 0) {
+        d->src_eof = true;
+        return TOOK_MORE;
+    }
+    *got += (size_t)n;
+    d->moved += (size_t)n;
+    d->last_in = (size_t)n;
+    return TOOK_MORE;
+}
+
 int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
 {
     size_t got = 0, cap = 0;
@@ -201,39 +220,25 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
             return SPLICE_WANT_READ;
         if (!d->bulk) {
             ssize_t n = dir_small(d);
-            if (n == -EAGAIN || n == -EWOULDBLOCK)
-                return SPLICE_WANT_READ;
-            if (n < 0)
-                return (int)n;
-            if (n == 0) {
-                d->src_eof = true;
-                continue;
+            int r = took(d, n, &got);
+            if (r != TOOK_MORE)
+                return r;
+            if (n > 0) {
+                cap = 2 * SPLICE_SMALL;   /* a short read ends the round */
+                d->bulk = n == SPLICE_SMALL;
             }
-            got += (size_t)n;
-            d->moved += (size_t)n;
-            d->last_in = (size_t)n;
-            cap = 2 * SPLICE_SMALL;   /* a short read ends the round */
-            d->bulk = n == SPLICE_SMALL;
             continue;
         }
         ssize_t n = dir_in(d, p, &cap);
-        if (n == -EAGAIN || n == -EWOULDBLOCK) {
+        int r = took(d, n, &got);
+        if (r != TOOK_MORE) {
             dir_drop(d, p);
-            return SPLICE_WANT_READ;
+            return r;
         }
-        if (n < 0) {
-            dir_drop(d, p);
-            return (int)n;
+        if (n > 0) {
+            d->parked = (size_t)n;
+            d->bulk = n >= SPLICE_SMALL;
         }
-        if (n == 0) {
-            d->src_eof = true;
-            continue;
-        }
-        got += (size_t)n;
-        d->moved += (size_t)n;
-        d->parked = (size_t)n;
-        d->last_in = (size_t)n;
-        d->bulk = n >= SPLICE_SMALL;
     }
 }
 
