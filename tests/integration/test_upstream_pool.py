@@ -24,6 +24,7 @@ client connection reuses the origin connection" would hold only by chance.
 Each test has its own origin (own port), so pooled connections of one test
 are never offered to another.
 """
+import contextlib
 import os
 import select
 import shutil
@@ -287,12 +288,11 @@ def test_big_response_head_with_www_authenticate(agent_factory, good, scheme, pi
 
 # --- 5. a pooled connection dropped as it is reused ----------------------------------
 
-@pytest.mark.parametrize("client", [
-    "same-client-connection",
-    "new-client-connection",
-])
-def test_get_on_a_dropped_pooled_connection_is_retried(agent, good, client):
-    before = metrics(agent)
+@contextlib.contextmanager
+def on_dropped_pooled_connection(agent, good, client):
+    """A client connection whose next request goes out on a pooled origin
+    connection that the origin drops without answering (`?drop_next=1`):
+    the same client connection, or a new one that takes the pooled one."""
     a = Decoded(agent, good)
     b = None
     try:
@@ -301,6 +301,17 @@ def test_get_on_a_dropped_pooled_connection_is_retried(agent, good, client):
         if client == "new-client-connection":
             a.close()
             b = c = Decoded(agent, good)
+        yield c
+    finally:
+        a.close()
+        if b:
+            b.close()
+
+
+@pytest.mark.parametrize("client", ["same-client-connection", "new-client-connection"])
+def test_get_on_a_dropped_pooled_connection_is_retried(agent, good, client):
+    before = metrics(agent)
+    with on_dropped_pooled_connection(agent, good, client) as c:
         r = c.get("/stale/get")
         first = conn_of(good, "/")
         seen = conn_of(good, "/stale/get")
@@ -312,23 +323,12 @@ def test_get_on_a_dropped_pooled_connection_is_retried(agent, good, client):
         assert len(seen) == 2 and seen[1] != seen[0], "GET seen on origin connections %r" % seen
         assert delta(before, metrics(agent), "shoji_upstream_retried_total") >= 1
         ok(c.get("/stale/after"), good)   # the client connection goes on working
-    finally:
-        a.close()
-        if b:
-            b.close()
 
 
 @pytest.mark.parametrize("client", ["same-client-connection", "new-client-connection"])
 def test_post_on_a_dropped_pooled_connection_is_not_retried(agent, good, client):
     before = metrics(agent)
-    a = Decoded(agent, good)
-    b = None
-    try:
-        ok(a.get("/?drop_next=1"), good)
-        c = a
-        if client == "new-client-connection":
-            a.close()
-            b = c = Decoded(agent, good)
+    with on_dropped_pooled_connection(agent, good, client) as c:
         body = b"order=1&item=book"
         r = c.request("POST", "/echo", headers=[("Content-Type", "application/x-www-form-urlencoded")],
                       body=body)
@@ -342,10 +342,6 @@ def test_post_on_a_dropped_pooled_connection_is_not_retried(agent, good, client)
         assert r.status == 502 and good.marker not in r.text, r
         assert "html" in (r.header("content-type") or ""), r
         assert delta(before, metrics(agent), "shoji_upstream_retried_total") == 0
-    finally:
-        a.close()
-        if b:
-            b.close()
 
 
 # --- 6. pipelining ------------------------------------------------------------------
