@@ -308,3 +308,24 @@ int http_parse_request(const char *buf, size_t len, const struct http_limits *li
         return HTTP_ERROR;
     return rc;
 }
+
+static void rebase_sv(struct sv *v, uintptr_t lo, size_t len, const char *to)
+{
+    uintptr_t a = (uintptr_t)v->p;
+    if (v->p && a >= lo && a - lo <= len)
+        v->p = to + (a - lo);
+}
+
+void http_request_rebase(struct http_request *req, const char *buf, size_t len,
+                         const char *to)
+{
+    uintptr_t lo = (uintptr_t)buf;
+    struct sv *views[] = { &req->method, &req->target, &req->scheme,
+                           &req->host, &req->path, &req->host_header };
+    for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)
+        rebase_sv(views[i], lo, len, to);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        rebase_sv(&req->headers[i].name, lo, len, to);
+        rebase_sv(&req->headers[i].value, lo, len, to);
+    }
+}

@@ -103,6 +103,12 @@ struct http_response {
 int http_parse_request(const char *buf, size_t len, const struct http_limits *lim,
                        struct http_request *req);
 
+/* After the caller copied the parsed head buf[0..len) to `to`: moves every
+ * view that points into buf onto the copy (views of literals, such as the
+ * path "/" of an empty target, stay). Cheaper than parsing the copy again. */
+void http_request_rebase(struct http_request *req, const char *buf, size_t len,
+                         const char *to);
+
 /* Parses a response head. `request_method` decides the body rules: HEAD and
  * 1xx/204/304 have no body; a 2xx answer to CONNECT has none. Refusals use
  * error_status 502. Same strictness as requests (duplicate differing

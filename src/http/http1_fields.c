@@ -331,15 +331,34 @@ const struct http_header *http_find_header(const struct http_header *h, size_t n
     return NULL;
 }
 
+/* The fields RFC 9110 7.6.1 names hop-by-hop, told apart by length first:
+ * this runs for every field of every forwarded message. */
+static bool fixed_hop_by_hop(struct sv name)
+{
+    switch (name.n) {
+    case 2:
+        return HTTP_IEQ(name, "te");
+    case 7:
+        return HTTP_IEQ(name, "trailer") || HTTP_IEQ(name, "upgrade");
+    case 10:
+        return HTTP_IEQ(name, "connection") || HTTP_IEQ(name, "keep-alive");
+    case 16:
+        return HTTP_IEQ(name, "proxy-connection");
+    case 17:
+        return HTTP_IEQ(name, "transfer-encoding");
+    case 18:
+        return HTTP_IEQ(name, "proxy-authenticate");
+    case 19:
+        return HTTP_IEQ(name, "proxy-authorization");
+    default:
+        return false;
+    }
+}
+
 bool http_is_hop_by_hop(const struct http_header *h, size_t n, struct sv name)
 {
-    static const char *const fixed[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer",
-        "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
-    };
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(fixed); i++)
-        if (sv_ieq_cstr(name, fixed[i]))
-            return true;
+    if (fixed_hop_by_hop(name))
+        return true;
     for (size_t i = 0; i < n; i++) {
         if (!HTTP_IEQ(h[i].name, "connection") && !HTTP_IEQ(h[i].name, "proxy-connection"))
             continue;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/fbuf.h"
 #include "util/util.h"
 
 struct access_log {
@@ -106,26 +107,8 @@ static void batch_add(struct access_log *l, const char *line, size_t n);
 
 #define ACCESS_LINE_MAX 8192   /* one line, newline included */
 
-struct out {
-    char *p;
-    size_t len, cap;
-    bool overflow;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (o->overflow || n > o->cap - o->len) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
-
-static void putf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct out *o, const char *fmt, ...)
+static void putf(struct fbuf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct fbuf *o, const char *fmt, ...)
 {
     if (o->overflow)
         return;
@@ -139,82 +122,51 @@ static void putf(struct out *o, const char *fmt, ...)
         o->len += (size_t)n;
 }
 
-/* Decimal writers: the log line is formatted on the worker loop for every
- * request, and vsnprintf per field was a tenth of a request's CPU. */
-static void put_u64(struct out *o, uint64_t v)
-{
-    char d[20];
-    size_t n = 0;
-    do {
-        d[sizeof d - ++n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    put(o, d + sizeof d - n, n);
-}
-
-static void put_i64(struct out *o, int64_t v)
-{
-    if (v < 0) {
-        put(o, "-", 1);
-        put_u64(o, (uint64_t)0 - (uint64_t)v);
-        return;
-    }
-    put_u64(o, (uint64_t)v);
-}
-
-/* v as at least `width` digits, zero-padded. */
-static void put_u64_pad(struct out *o, uint64_t v, size_t width)
-{
-    char d[20];
-    size_t n = 0;
-    do {
-        d[sizeof d - ++n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v && n < sizeof d);
-    while (n < width && n < sizeof d)
-        d[sizeof d - ++n] = '0';
-    put(o, d + sizeof d - n, n);
-}
-
 /* Microseconds as milliseconds with three decimals ("%.3f" of us/1000). */
-static void put_ms3(struct out *o, uint64_t us)
+static void put_ms3(struct fbuf *o, uint64_t us)
 {
-    put_u64(o, us / 1000);
-    put(o, ".", 1);
-    put_u64_pad(o, us % 1000, 3);
+    fbuf_u64(o, us / 1000);
+    fbuf_put(o, ".", 1);
+    fbuf_u64_pad(o, us % 1000, 3);
 }
 
-static void json_str(struct out *o, const char *s)
+static void json_str(struct fbuf *o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    put(o, "\"", 1);
+    fbuf_put(o, "\"", 1);
+    /* 1 for the bytes JSON needs escaped (and the terminating NUL). */
+    static const unsigned char special[256] = {
+        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1,
+    };
     const unsigned char *p = (const unsigned char *)s, *run = p;
-    for (; *p; p++) {
-        if (*p != '"' && *p != '\\' && *p >= 0x20 && *p != 0x7f)
+    for (;; p++) {
+        if (!special[*p])
             continue;
-        put(o, (const char *)run, (size_t)(p - run));
+        if (!*p)
+            break;
+        fbuf_put(o, (const char *)run, (size_t)(p - run));
         if (*p == '"' || *p == '\\') {
             char e[2] = { '\\', (char)*p };
-            put(o, e, 2);
+            fbuf_put(o, e, 2);
         } else {
             char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
-            put(o, e, 6);
+            fbuf_put(o, e, 6);
         }
         run = p + 1;
     }
-    put(o, (const char *)run, (size_t)(p - run));
-    put(o, "\"", 1);
+    fbuf_put(o, (const char *)run, (size_t)(p - run));
+    fbuf_put(o, "\"", 1);
 }
 
 /* ,"key": — keys are our own constants, never escaped. */
-static void json_key(struct out *o, const char *k)
+static void json_key(struct fbuf *o, const char *k)
 {
-    put(o, ",\"", 2);
-    puts_(o, k);
-    put(o, "\":", 2);
+    fbuf_put(o, ",\"", 2);
+    fbuf_puts(o, k);
+    fbuf_put(o, "\":", 2);
 }
 
-static void json_kv(struct out *o, const char *k, const char *v)
+static void json_kv(struct fbuf *o, const char *k, const char *v)
 {
     if (!v)
         return;
@@ -224,7 +176,7 @@ static void json_kv(struct out *o, const char *k, const char *v)
 
 /* "YYYY-MM-DDTHH:MM:SS." of a second, cached per thread (one gmtime_r a
  * second instead of one per line). */
-static void put_iso_time(struct out *o, uint64_t ms)
+static void put_iso_time(struct fbuf *o, uint64_t ms)
 {
     static _Thread_local time_t cached_sec = -1;
     static _Thread_local char cached[32];
@@ -242,50 +194,50 @@ static void put_iso_time(struct out *o, uint64_t ms)
         cached_len = (size_t)n;
         cached_sec = s;
     }
-    put(o, cached, cached_len);
-    put_u64_pad(o, ms % 1000, 3);
-    put(o, "Z", 1);
+    fbuf_put(o, cached, cached_len);
+    fbuf_u64_pad(o, ms % 1000, 3);
+    fbuf_put(o, "Z", 1);
 }
 
-static void format_json(struct out *o, const struct access_record *r)
+static void format_json(struct fbuf *o, const struct access_record *r)
 {
-    put(o, "{\"time\":\"", 9);
+    fbuf_put(o, "{\"time\":\"", 9);
     put_iso_time(o, r->time_ms);
-    put(o, "\",\"request_id\":", 15);
-    put_u64(o, r->request_id);
+    fbuf_put(o, "\",\"request_id\":", 15);
+    fbuf_u64(o, r->request_id);
     json_kv(o, "event", r->event);
     json_kv(o, "client", r->client ? r->client : "");
     json_kv(o, "method", r->method ? r->method : "");
     json_kv(o, "url", r->url ? r->url : "");
     json_kv(o, "host", r->host);
     json_key(o, "status");
-    put_i64(o, r->status);
+    fbuf_i64(o, r->status);
     json_key(o, "bytes_in");
-    put_u64(o, r->bytes_in);
+    fbuf_u64(o, r->bytes_in);
     json_key(o, "bytes_out");
-    put_u64(o, r->bytes_out);
+    fbuf_u64(o, r->bytes_out);
     json_key(o, "duration_ms");
     put_ms3(o, r->duration_us);
     json_kv(o, "mode", r->mode);
     if (r->upstream_verify)
         json_kv(o, "upstream_verify", r->upstream_verify);
     else
-        puts_(o, ",\"upstream_verify\":null");   /* no TLS towards the origin checked here */
+        fbuf_puts(o, ",\"upstream_verify\":null");   /* no TLS towards the origin checked here */
     json_kv(o, "sni", r->sni);
     json_kv(o, "dst", r->dst);
     json_kv(o, "app", r->app);
     json_kv(o, "app_path", r->app_path);
     if (r->pid > 0) {
         json_key(o, "pid");
-        put_i64(o, r->pid);
+        fbuf_i64(o, r->pid);
     }
     if (r->uid >= 0) {
         json_key(o, "uid");
-        put_i64(o, r->uid);
+        fbuf_i64(o, r->uid);
     }
     if (r->categories) {
         /* "a,b" -> ["a","b"] */
-        puts_(o, ",\"categories\":[");
+        fbuf_puts(o, ",\"categories\":[");
         const char *p = r->categories;
         bool first = true;
         while (*p) {
@@ -294,23 +246,23 @@ static void format_json(struct out *o, const struct access_record *r)
             char name[128];
             sv_copy(name, sizeof name, sv_make(p, n));
             if (!first)
-                put(o, ",", 1);
+                fbuf_put(o, ",", 1);
             json_str(o, name);
             first = false;
             p += n + (c ? 1 : 0);
         }
-        put(o, "]", 1);
+        fbuf_put(o, "]", 1);
     }
     json_kv(o, "action", r->action);
     json_kv(o, "rule", r->rule);
     json_kv(o, "error", r->error);
     json_kv(o, "fix", r->fix);
-    put(o, "}", 1);
+    fbuf_put(o, "}", 1);
 }
 
 /* Squid native: time elapsed remotehost code/status bytes method URL rfc931
  * peerstatus/peerhost type */
-static void format_squid(struct out *o, const struct access_record *r)
+static void format_squid(struct fbuf *o, const struct access_record *r)
 {
     const char *code = "TCP_MISS";
     if (r->action && strcmp(r->action, "block") == 0)
@@ -333,7 +285,7 @@ static void format_squid(struct out *o, const struct access_record *r)
 size_t access_log_format(enum access_format fmt, const struct access_record *r, char *buf,
                          size_t cap)
 {
-    struct out o = { buf, 0, cap, false };
+    struct fbuf o = fbuf_make(buf, cap);
     if (fmt == ACCESS_SQUID)
         format_squid(&o, r);
     else

@@ -14,6 +14,7 @@
 #include "proxy/internal.h"
 #include "proxy/splice.h"
 #include "tls/upstream.h"
+#include "util/fbuf.h"
 #include "util/log.h"
 
 static void on_timer(uv_timer_t *t);
@@ -744,8 +745,17 @@ static bool decode_pool_key(const struct conn *c, char *key, size_t cap)
     /* Never shared between users of the machine: an origin connection may
      * carry state of the user who opened it. */
     int uid = c->have_proc ? c->proc.uid : -1;
-    int n = snprintf(key, cap, "tls|%d|%s|%u|%s", uid, conn_connect_host(c), c->target_port, sni);
-    return n > 0 && (size_t)n < cap;
+    /* "tls|UID|HOST|PORT|SNI", built for every request (park and take). */
+    struct fbuf k = fbuf_make(key, cap);
+    fbuf_put(&k, "tls|", 4);
+    fbuf_i64(&k, uid);
+    fbuf_put(&k, "|", 1);
+    fbuf_puts(&k, conn_connect_host(c));
+    fbuf_put(&k, "|", 1);
+    fbuf_u64(&k, c->target_port);
+    fbuf_put(&k, "|", 1);
+    fbuf_puts(&k, sni);
+    return fbuf_cstr(&k);
 }
 
 void conn_park_upstream(struct conn *c)

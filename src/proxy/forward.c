@@ -14,6 +14,7 @@
 
 #include "proxy/internal.h"
 #include "tls/upstream.h"
+#include "util/fbuf.h"
 #include "util/log.h"
 
 static void finish(struct conn *c);
@@ -234,6 +235,24 @@ static void on_upstream_ready(struct conn *c, int status, const char *why)
 }
 
 /* Fills method, host, port and URL; returns false after answering. */
+/* ex->url from the scheme, ex->host, ex->port (left out when it is the
+ * scheme's default) and at most 1,700 bytes of the path. */
+static void make_url(struct exchange *ex, const char *scheme, unsigned default_port, struct sv path)
+{
+    struct fbuf u = fbuf_make(ex->url, sizeof ex->url);
+    fbuf_puts(&u, scheme);
+    fbuf_puts(&u, ex->host);
+    if (ex->port != default_port) {
+        fbuf_put(&u, ":", 1);
+        fbuf_u64(&u, ex->port);
+    }
+    /* A NUL in the path (the parser refuses them) would end the URL there,
+     * as the %s this replaces did. */
+    const char *nul = memchr(path.p, '\0', path.n);
+    fbuf_put(&u, path.p, UTIL_MIN(nul ? (size_t)(nul - path.p) : path.n, (size_t)1700));
+    fbuf_cstr(&u);
+}
+
 static bool describe(struct conn *c, struct exchange *ex)
 {
     struct http_request *rq = &ex->req;
@@ -245,12 +264,7 @@ static bool describe(struct conn *c, struct exchange *ex)
             util_strlcpy(ex->host, c->target_host, sizeof ex->host);
         util_lower(ex->host);
         ex->port = c->target_port;
-        char path[1800];
-        sv_copy(path, sizeof path, rq->path);
-        if (ex->port == 443)
-            snprintf(ex->url, sizeof ex->url, "https://%s%.1700s", ex->host, path);
-        else
-            snprintf(ex->url, sizeof ex->url, "https://%s:%u%.1700s", ex->host, ex->port, path);
+        make_url(ex, "https://", 443, rq->path);
         return true;
     }
     if (c->transparent && rq->form == HTTP_FORM_ORIGIN) {
@@ -262,12 +276,7 @@ static bool describe(struct conn *c, struct exchange *ex)
             util_strlcpy(ex->host, c->orig_ip, sizeof ex->host);
         util_lower(ex->host);
         ex->port = c->target_port;
-        char path[1800];
-        sv_copy(path, sizeof path, rq->path);
-        if (ex->port == 80)
-            snprintf(ex->url, sizeof ex->url, "http://%s%.1700s", ex->host, path);
-        else
-            snprintf(ex->url, sizeof ex->url, "http://%s:%u%.1700s", ex->host, ex->port, path);
+        make_url(ex, "http://", 80, rq->path);
         return true;
     }
     if (rq->form == HTTP_FORM_ORIGIN) {
@@ -381,10 +390,16 @@ static bool decide_request(struct conn *c, struct exchange *ex)
  * for proxy requests, the original address for redirected ones. */
 static void pool_key(const struct conn *c, const struct exchange *ex, char *key, size_t cap)
 {
-    if (c->transparent)
-        snprintf(key, cap, "=%s:%u", c->orig_ip, ex->port);
-    else
-        snprintf(key, cap, "%s:%u", ex->host, ex->port);
+    struct fbuf k = fbuf_make(key, cap);
+    if (c->transparent) {
+        fbuf_put(&k, "=", 1);
+        fbuf_puts(&k, c->orig_ip);
+    } else {
+        fbuf_puts(&k, ex->host);
+    }
+    fbuf_put(&k, ":", 1);
+    fbuf_u64(&k, ex->port);
+    fbuf_cstr(&k);
 }
 
 /* Zeroes *obj except its array member `arr` (which a parser fills and
@@ -431,7 +446,7 @@ void fwd_begin(struct conn *c)
     }
     /* Keep the head in a buffer of its own: client->in moves on. */
     memcpy(ex->head_copy, cl->in.p, (size_t)r);
-    http_parse_request(ex->head_copy, (size_t)r, &lim, &ex->req);
+    http_request_rebase(&ex->req, cl->in.p, (size_t)r, ex->head_copy);
     buf_consume(&cl->in, (size_t)r);
     ex->head_len = (size_t)r;
     ex->t_start_us = util_mono_us();

@@ -161,6 +161,12 @@ static int load_system_store(SSL_CTX *ctx)
     return lu && X509_LOOKUP_add_dir(lu, X509_get_default_cert_dir(), X509_FILETYPE_PEM);
 }
 
+/* TLS 1.3 suites, AES-128-GCM first (as browsers and Mozilla's server
+ * guidelines order them): its SHA-256 runs on the CPU's SHA extensions
+ * where AES-256-GCM's SHA-384 does not, which makes every key derivation
+ * and transcript hash of a handshake cheaper. All three stay offered. */
+#define TLS_TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+
 SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errlen)
 {
     static const unsigned char alpn[] = "\x08http/1.1";
@@ -179,6 +185,8 @@ SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errle
         return ctx_fail(ctx, err, errlen, what);
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    if (!SSL_CTX_set_ciphersuites(ctx, TLS_TLS13_SUITES))
+        return ctx_fail(ctx, err, errlen, "cannot set the TLS 1.3 cipher suites");
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1) != 0)
         return ctx_fail(ctx, err, errlen, "cannot set ALPN");
     struct sess_cache *c = calloc(1, sizeof *c);
@@ -314,6 +322,8 @@ SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen)
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+    if (!SSL_CTX_set_ciphersuites(ctx, TLS_TLS13_SUITES))
+        return ctx_fail(ctx, err, errlen, "cannot set the TLS 1.3 cipher suites");
     /* One TLS 1.3 ticket per handshake, not OpenSSL's two: a client resumes
      * with one (browsers keep one per site), and each ticket costs a key
      * derivation, an encryption and a record on every new connection. */

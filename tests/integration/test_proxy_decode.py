@@ -63,6 +63,24 @@ def test_openssl_s_client_sees_agent_ca_issuer_and_origin_names(agent, origins):
     assert [r.path for r in good.requests] == ["/via-s-client"]
 
 
+
+@pytest.mark.parametrize("offered,chosen", [
+    ("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+     "TLS_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+    ("TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+])
+def test_tls13_suite_is_aes128_when_offered_and_every_standard_suite_works(agent, origins, offered, chosen):
+    """The agent prefers TLS_AES_128_GCM_SHA256 (cheaper handshakes: SHA-256)
+    whatever order the client lists, and still serves a client that offers
+    only one of the other two."""
+    good = origins["good"]
+    req = b"GET /suite HTTP/1.1\r\nHost: good.test:%d\r\nConnection: close\r\n\r\n" % good.port
+    p = s_client(agent.port, "good.test", good.port, agent.ca_path, request=req, until=good.marker,
+                 extra=("-tls1_3", "-ciphersuites", offered))
+    assert "Cipher is %s" % chosen in p.stdout, "%s\n%s" % (p.stdout[-2000:], p.stderr[-1000:])
+    assert "HTTP/1.1 200" in p.stdout and good.marker in p.stdout
+
 def test_python_ssl_client_trusting_only_agent_ca_sees_names(agent, origins):
     good = origins["good"]
     tls = tls_via_proxy(agent.port, "good.test", good.port, cafile=agent.ca_path)

@@ -646,10 +646,69 @@ static void test_real_curl_chunked_upload_decodes_to_the_file_it_sent(void **sta
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+static bool same_view(struct sv a, struct sv b) { return a.p == b.p && a.n == b.n; }
+
+/* The proxy keeps a request's head in a copy of its own and moves the views
+ * onto it: after the original buffer is reused, the copy still reads right. */
+static void test_rebased_views_read_the_copy_after_the_original_is_overwritten(void **state)
+{
+    (void)state;
+    static const char *heads[] = {
+        browser_head,
+        "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    };
+    for (size_t k = 0; k < sizeof heads / sizeof heads[0]; k++) {
+        size_t n = strlen(heads[k]);
+        char *orig = malloc(n), *copy = malloc(n);
+        assert_non_null(orig);
+        assert_non_null(copy);
+        memcpy(orig, heads[k], n);
+        struct http_request a, b;
+        assert_int_equal(http_parse_request(orig, n, NULL, &a), (int)n);
+        memcpy(copy, orig, n);
+        http_request_rebase(&a, orig, n, copy);
+        memset(orig, 'x', n);
+        /* Exactly the views a parse of the copy gives, literals included. */
+        assert_int_equal(http_parse_request(copy, n, NULL, &b), (int)n);
+        assert_true(same_view(a.method, b.method) && same_view(a.target, b.target));
+        assert_true(same_view(a.host, b.host) && same_view(a.path, b.path));
+        assert_true(same_view(a.scheme, b.scheme) && same_view(a.host_header, b.host_header));
+        assert_int_equal(a.nheaders, b.nheaders);
+        for (size_t i = 0; i < a.nheaders; i++) {
+            assert_true(same_view(a.headers[i].name, b.headers[i].name));
+            assert_true(same_view(a.headers[i].value, b.headers[i].value));
+        }
+        free(orig);
+        free(copy);
+    }
+}
+
+/* RFC 9110 7.6.1's list, whatever the case, and nothing that merely looks
+ * like one of them. */
+static void test_every_standard_hop_by_hop_field_is_known_in_any_case(void **state)
+{
+    (void)state;
+    static const char *const hop[] = {
+        "Connection", "KEEP-ALIVE", "proxy-connection", "Te", "Trailer", "Transfer-Encoding",
+        "upgrade", "Proxy-Authenticate", "Proxy-Authorization",
+    };
+    static const char *const not_hop[] = {
+        "Trailers", "T", "Connections", "Keep-Alive2", "Upgrade-Insecure-Requests",
+        "Transfer-Encodinx", "Proxy-Authenticat", "Authorization", "Content-Length", "",
+    };
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (!http_is_hop_by_hop(NULL, 0, sv_make(hop[i], strlen(hop[i]))))
+            fail_msg("%s should be hop-by-hop", hop[i]);
+    for (size_t i = 0; i < sizeof not_hop / sizeof not_hop[0]; i++)
+        if (http_is_hop_by_hop(NULL, 0, sv_make(not_hop[i], strlen(not_hop[i]))))
+            fail_msg("%s should not be hop-by-hop", not_hop[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_typical_browser_request_is_parsed_into_views),
+        cmocka_unit_test(test_rebased_views_read_the_copy_after_the_original_is_overwritten),
         cmocka_unit_test(test_field_values_lose_surrounding_whitespace_only),
         cmocka_unit_test(test_request_target_forms_give_scheme_host_port_and_path),
         cmocka_unit_test(test_keep_alive_follows_version_and_connection_tokens),
@@ -661,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_chunked_body_decodes_the_same_whatever_the_split),
         cmocka_unit_test(test_chunked_decoder_after_done_or_error_stays_put),
         cmocka_unit_test(test_forwarded_request_uses_origin_form_and_drops_hop_by_hop_fields),
+        cmocka_unit_test(test_every_standard_hop_by_hop_field_is_known_in_any_case),
         cmocka_unit_test(test_forwarded_request_keeps_its_body_framing),
         cmocka_unit_test(test_forwarded_response_drops_hop_by_hop_and_states_connection),
         cmocka_unit_test(test_writer_that_does_not_fit_fails_and_leaves_the_buffer_unchanged),

@@ -50,9 +50,9 @@ def curl_fetch(proxy_port, url, *args, cafile=None, timeout=60, exe="curl"):
     return status, body, certs, p
 
 
-def s_client(proxy_port, host, port, cafile, request=None, until=None, timeout=20):
+def s_client(proxy_port, host, port, cafile, request=None, until=None, timeout=20, extra=()):
     """openssl s_client through the agent (-proxy), -showcerts; `request`
-    is written after the handshake. Reads stdout until the text `until`
+    is written after the handshake; `extra` are more s_client options. Reads stdout until the text `until`
     appears (or s_client exits, or timeout), then ends it. Returns an
     object with .stdout, .stderr (text), .returncode, .cmd, .timed_out."""
     import select
@@ -60,7 +60,7 @@ def s_client(proxy_port, host, port, cafile, request=None, until=None, timeout=2
     import types
     cmd = ["openssl", "s_client", "-proxy", "127.0.0.1:%d" % proxy_port,
            "-connect", "%s:%d" % (host, port), "-servername", host, "-showcerts",
-           "-CAfile", cafile, "-verify_return_error", "-ign_eof"]
+           "-CAfile", cafile, "-verify_return_error", "-ign_eof"] + list(extra)
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=clean_env())
     if request:
