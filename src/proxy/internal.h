@@ -61,6 +61,8 @@ struct pstream {
     const char *ext_p;         /* ciphertext of the read being processed */
     size_t ext_len;
     bool handshake_done;
+    bool tls_hot;              /* TLS records moved since the last idle sweep */
+    bool tls_bufs_held;        /* OpenSSL may hold record buffers (~34 KiB) */
     bool want_read;            /* the engine wants bytes */
     bool reading;              /* uv_read_start is active */
     bool eof;                  /* peer finished sending */
@@ -322,6 +324,10 @@ void pstream_shutdown_write(struct pstream *s); /* half-close: FIN after pending
 void pstream_cork(struct pstream *s);
 int pstream_uncork(struct pstream *s);
 void pstream_detach(struct pstream *s);         /* conn no longer owns it */
+/* Once a second (the worker's pool timer): a TLS stream that moved no record
+ * since the previous sweep gives OpenSSL's record buffers back. Keep-alive
+ * traffic keeps its buffers instead of allocating them for every record. */
+void pstream_sweep_idle_tls(struct pstream *s);
 
 /* conn.c: events from streams. */
 void conn_on_data(struct conn *c, struct pstream *s);

@@ -182,11 +182,10 @@ static int tls_pump(struct pstream *s)
     }
     bool got = false, closed = false;
     while (s->want_read) {
-        if (!SSL_has_pending(s->ssl) && BIO_ctrl_pending(s->rbio) == 0) {
-            if (!got)              /* idle (resumed between requests): hold no */
-                SSL_free_buffers(s->ssl);   /* record buffers, and no `in` */
+        /* Nothing to decrypt: SSL_read is not called (it would set up a
+         * record buffer just to find nothing); idle buffers go at the sweep. */
+        if (!SSL_has_pending(s->ssl) && BIO_ctrl_pending(s->rbio) == 0)
             break;
-        }
         if (pstream_in_room(s, PSTREAM_MIN_ROOM) < 0) {
             pstream_pause(s);   /* the conn has not consumed yet; resume pumps again */
             break;
@@ -270,6 +269,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return;
     }
     if (s->ssl) {
+        s->tls_hot = s->tls_bufs_held = true;
         tlsbio_feed(s, b->base, (size_t)nread);
         tls_pump(s);
         keep_rest(s);
@@ -351,6 +351,7 @@ static int write_now(struct pstream *s, const void *data, size_t len)
 {
     if (!s->ssl)
         return pstream_raw_write(s, data, len);
+    s->tls_hot = s->tls_bufs_held = true;
     const char *p = data;
     while (len) {
         clear_tls_errors();
@@ -508,4 +509,17 @@ static void on_close(uv_handle_t *h)
     pstream_in_release(s);
     buf_free(&s->cork);
     free(s);
+}
+
+void pstream_sweep_idle_tls(struct pstream *s)
+{
+    if (!s || !s->ssl || !s->handshake_done || !s->tls_bufs_held || s->closing)
+        return;
+    if (s->tls_hot) {
+        s->tls_hot = false;   /* busy in this second: look again at the next sweep */
+        return;
+    }
+    /* Refused (0) while a record is half read or half written: next time. */
+    if (SSL_free_buffers(s->ssl) == 1)
+        s->tls_bufs_held = false;
 }

@@ -338,9 +338,22 @@ static void on_prepare(uv_prepare_t *p)
         uv_timer_start(&w->log_timer, on_log_timer, LOG_FLUSH_MS, 0);
 }
 
+static void sweep_idle_tls(struct worker *w)
+{
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (c->dead)
+            continue;
+        pstream_sweep_idle_tls(c->client);
+        pstream_sweep_idle_tls(c->up);
+    }
+    for (struct pstream *s = w->pool.head; s; s = s->pool_next)
+        pstream_sweep_idle_tls(s);
+}
+
 static void on_pool_timer(uv_timer_t *t)
 {
     up_pool_expire(t->data, false);
+    sweep_idle_tls(t->data);
 }
 
 static void close_all_conns(struct worker *w, bool idle_only)
@@ -575,10 +588,10 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return -EINVAL;
     if (!(sh->srv_ctx = tls_server_ctx_new(sh->ca.cert, err, errlen)))
         return -EINVAL;
-    /* Idle decoded connections are the common case on a desktop: let
-     * OpenSSL free its record buffers between records (~34 KiB each side). */
-    SSL_CTX_set_mode(sh->up_ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_mode(sh->srv_ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it allocates and frees both record
+     * buffers for every record. Idle decoded connections (the common case
+     * on a desktop) still hold none: the pool timer's sweep frees them once
+     * a stream has been quiet for a second (pstream_sweep_idle_tls). */
     if (!cfg->policy_path && mgmt_enrolled(cfg->state_dir))
         mgmt_policy_path(cfg->state_dir, sh->managed_policy, sizeof sh->managed_policy);
     if ((rc = load_policy(sh, &sh->policy, err, errlen)) < 0)
