@@ -140,7 +140,7 @@ start_shoji() {
   fi
   "$BUILD/shoji" run --listen 127.0.0.1:$P_SHOJI --state-dir "$W/shoji/state" \
     --policy "$W/shoji/policy.json" --upstream-ca "$W/pki/ca.crt" \
-    --access-log /dev/null --workers "$NCPU" --max-connections 30000 \
+    --access-log /dev/null --workers "$SHOJI_WORKERS" --max-connections 30000 \
     >"$W/shoji/stdout.log" 2>"$W/shoji/stderr.log" &
   local pid=$!
   wait_port $P_SHOJI || return 1

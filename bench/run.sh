@@ -9,6 +9,7 @@
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
 #   BENCH_MODULES=0 / BENCH_FLEET=0   skip bench/modules.sh / bench/fleet.sh
+#   BENCH_SHOJI_WORKERS=N  shoji's --workers (default: the number of cores)
 #   BENCH_PROFILE=1 instead: shoji under callgrind (decode keep-alive, new
 #                   decoded connections, new tunnels): bench/results/profile-*.txt
 #   BENCH_PROFILE=perf  the same cases sampled with perf (kernel included):
@@ -75,6 +76,8 @@ fi
 # ---- inside the namespace ----
 BUILD=$2 W=$3
 NCPU=$(nproc)
+# shoji's event-loop workers (default: one per core)
+SHOJI_WORKERS=${BENCH_SHOJI_WORKERS:-$NCPU}
 # Every process started from here (loadgen, shoji, nginx, the peers) inherits
 # this: 10,000 decoded connections are 20,000 sockets in the proxy.
 ulimit -Hn 200000 2>/dev/null || true

@@ -1,19 +1,6 @@
 /* fbuf: see fbuf.h. */
 #include "util/fbuf.h"
 
-#include <string.h>
-
-void fbuf_put(struct fbuf *o, const char *s, size_t n)
-{
-    if (o->overflow || n > o->cap - o->len) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-void fbuf_puts(struct fbuf *o, const char *s) { fbuf_put(o, s, strlen(s)); }
 
 void fbuf_u64_pad(struct fbuf *o, uint64_t v, size_t width)
 {

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct fbuf {
     char *p;
@@ -17,8 +18,17 @@ struct fbuf {
 };
 
 static inline struct fbuf fbuf_make(char *p, size_t cap) { return (struct fbuf){ p, 0, cap, false }; }
-void fbuf_put(struct fbuf *o, const char *s, size_t n);
-void fbuf_puts(struct fbuf *o, const char *s);
+/* Inline: a log line is dozens of short appends of constant length. */
+static inline void fbuf_put(struct fbuf *o, const char *s, size_t n)
+{
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+static inline void fbuf_puts(struct fbuf *o, const char *s) { fbuf_put(o, s, strlen(s)); }
 void fbuf_u64(struct fbuf *o, uint64_t v);
 void fbuf_i64(struct fbuf *o, int64_t v);
 void fbuf_u64_pad(struct fbuf *o, uint64_t v, size_t width);   /* zero-padded to width */
