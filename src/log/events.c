@@ -33,15 +33,15 @@ void events_free(struct events *e)
     free(e);
 }
 
-void events_push(struct events *e, struct event *ev)
+struct event *events_claim(struct events *e)
 {
-    if (!e)
-        return;
     pthread_mutex_lock(&e->lock);
+    struct event *ev = &e->ring[e->next % EVENTS_RING];
     ev->seq = e->next++;
-    e->ring[ev->seq % EVENTS_RING] = *ev;
-    pthread_mutex_unlock(&e->lock);
+    return ev;
 }
+
+void events_publish(struct events *e) { pthread_mutex_unlock(&e->lock); }
 
 size_t events_read(struct events *e, uint64_t *cursor, struct event *out, size_t max,
                    uint64_t *missed)

@@ -16,7 +16,7 @@
 enum event_kind { EV_OPEN = 'o', EV_VERDICT = 'v', EV_REQUEST = 'r', EV_CLOSE = 'c' };
 
 struct event {
-    uint64_t seq;            /* set by events_push */
+    uint64_t seq;            /* set by events_claim */
     uint64_t time_ms;
     uint64_t conn;           /* connection id */
     char kind;               /* enum event_kind */
@@ -37,7 +37,12 @@ struct events;
 
 struct events *events_new(void);
 void events_free(struct events *e);
-void events_push(struct events *e, struct event *ev);
+/* The next slot of the ring, with its seq set, the ring locked: the caller
+ * sets every field (strings NUL-terminated; only the bytes used are
+ * written, which keeps a 1 KiB event from touching 1 KiB of cold memory)
+ * and then calls events_publish. No other events call in between. */
+struct event *events_claim(struct events *e);
+void events_publish(struct events *e);
 /* Copies up to `max` events with seq >= *cursor into out, advances *cursor;
  * returns how many, and in *missed how many were overwritten before read. */
 size_t events_read(struct events *e, uint64_t *cursor, struct event *out, size_t max,

@@ -1256,39 +1256,43 @@ void conn_log_decision(struct conn *c, int status, const char *action,
 }
 
 /* The live feed for `shoji watch`: one event per step of a connection. */
+/* A string field of an event: only its bytes and the NUL are written. */
+static void ev_str(char *dst, size_t cap, const char *src)
+{
+    util_strlcpy(dst, src ? src : "", cap);
+}
+
 void conn_event(struct conn *c, char kind, const char *url, const char *verdict,
                 const char *rule, int status)
 {
     struct events *evs = c->w->sh->events;
     if (!evs)
         return;
-    struct event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.time_ms = util_now_ms();
-    ev.conn = c->id;
-    ev.kind = kind;
-    ev.status = status;
-    ev.pid = c->have_proc ? c->proc.pid : 0;
-    if (c->have_proc) {
-        util_strlcpy(ev.app, c->proc.comm, sizeof ev.app);
-        util_strlcpy(ev.app_path, c->proc.exe, sizeof ev.app_path);
-    }
-    util_strlcpy(ev.client, c->client_addr, sizeof ev.client);
+    char dst[64];
     if (c->dst_addr[0])
-        util_strlcpy(ev.dst, c->dst_addr, sizeof ev.dst);
+        util_strlcpy(dst, c->dst_addr, sizeof dst);
     else if (c->target_host[0])
-        snprintf(ev.dst, sizeof ev.dst, "%.50s:%u", c->transparent ? c->orig_ip : c->target_host,
+        snprintf(dst, sizeof dst, "%.50s:%u", c->transparent ? c->orig_ip : c->target_host,
                  c->target_port);
-    if (c->have_hello && c->hello.has_sni)
-        util_strlcpy(ev.sni, c->hello.sni, sizeof ev.sni);
-    util_strlcpy(ev.cert, c->cert_name, sizeof ev.cert);
-    if (url)
-        util_strlcpy(ev.url, url, sizeof ev.url);
-    if (verdict)
-        util_strlcpy(ev.verdict, verdict, sizeof ev.verdict);
-    if (rule)
-        util_strlcpy(ev.rule, rule, sizeof ev.rule);
-    events_push(evs, &ev);
+    else
+        dst[0] = '\0';
+    uint64_t now = util_now_ms();
+    struct event *ev = events_claim(evs);
+    ev->time_ms = now;
+    ev->conn = c->id;
+    ev->kind = kind;
+    ev->status = status;
+    ev->pid = c->have_proc ? c->proc.pid : 0;
+    ev_str(ev->app, sizeof ev->app, c->have_proc ? c->proc.comm : NULL);
+    ev_str(ev->app_path, sizeof ev->app_path, c->have_proc ? c->proc.exe : NULL);
+    ev_str(ev->client, sizeof ev->client, c->client_addr);
+    ev_str(ev->dst, sizeof ev->dst, dst);
+    ev_str(ev->sni, sizeof ev->sni, c->have_hello && c->hello.has_sni ? c->hello.sni : NULL);
+    ev_str(ev->cert, sizeof ev->cert, c->cert_name);
+    ev_str(ev->url, sizeof ev->url, url);
+    ev_str(ev->verdict, sizeof ev->verdict, verdict);
+    ev_str(ev->rule, sizeof ev->rule, rule);
+    events_publish(evs);
 }
 
 void conn_log_error(struct conn *c, int status, const char *error)
