@@ -4,6 +4,7 @@
 #include "http/http1_int.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,29 @@ static bool hop_is(const struct http_header *h, size_t n, const struct hop_set *
 
 static int put_sv(struct buf *b, struct sv s) { return buf_append(b, s.p, s.n); }
 
+/* "Name: value\r\n". A field line the parser read as "Name:value\r\n" or
+ * "Name: value\r\n" (no trailing whitespace) is still whole in the head it
+ * came from: one copy of those bytes. Any other goes out normalised. */
+static int put_field(struct buf *out, const struct http_header *f)
+{
+    const char *p = f->name.p, *v = f->value.p;
+    /* As integers: name and value may be unrelated objects (a field made
+     * by the proxy); then the gap is anything but 1 or 2, and the bytes
+     * around the value are not looked at. */
+    uintptr_t gap = (uintptr_t)v - ((uintptr_t)p + f->name.n);
+    if (f->name.n && f->value.n && (gap == 1 || (gap == 2 && v[-1] == ' ')) && p[f->name.n] == ':' &&
+        v[f->value.n] == '\r' && v[f->value.n + 1] == '\n')
+        return buf_append(out, p, f->name.n + gap + f->value.n + 2);
+    int rc = put_sv(out, f->name);
+    if (!rc)
+        rc = buf_append(out, ": ", 2);
+    if (!rc)
+        rc = put_sv(out, f->value);
+    if (!rc)
+        rc = buf_append(out, "\r\n", 2);
+    return rc;
+}
+
 /* The end-to-end fields: all but hop-by-hop ones (and Host for requests,
  * which the writer puts first). Upgrade is kept when `keep_upgrade`. */
 static int write_fields(struct buf *out, const struct http_header *h, size_t n, bool skip_host,
@@ -72,13 +96,7 @@ static int write_fields(struct buf *out, const struct http_header *h, size_t n, 
         }
         if (!(keep_upgrade && HTTP_IEQ(name, "upgrade")) && hop_is(h, n, &hs, name))
             continue;
-        rc = put_sv(out, name);
-        if (!rc)
-            rc = buf_append(out, ": ", 2);
-        if (!rc)
-            rc = put_sv(out, h[i].value);
-        if (!rc)
-            rc = buf_append(out, "\r\n", 2);
+        rc = put_field(out, &h[i]);
     }
     if (cl.p && rc == 0) {
         /* One Content-Length, whatever the message repeated ("5, 5" or the

@@ -43,7 +43,7 @@ int buf_reserve(struct buf *b, size_t extra)
     return 0;
 }
 
-int buf_append(struct buf *b, const void *data, size_t n)
+int buf_append_slow(struct buf *b, const void *data, size_t n)
 {
     int rc = buf_reserve(b, n);
     if (rc)

@@ -400,6 +400,19 @@ static void test_forwarded_request_uses_origin_form_and_drops_hop_by_hop_fields(
     assert_string_equal(out, "GET /x HTTP/1.1\r\nHost: Example.com\r\nAccept: a\r\nVia: 1.1 shoji\r\n\r\n");
 }
 
+/* A field line sent as "Name: value" or "Name:value" goes out as it came
+ * (one copy); any other spacing goes out as "Name: value"; the value never
+ * carries the whitespace around it. */
+static void test_forwarded_fields_keep_plain_lines_and_normalise_the_rest(void **state)
+{
+    (void)state;
+    char out[2048];
+    write_req("GET /f HTTP/1.1\r\nHost: a\r\nA: one\r\nB:two\r\nC:   three  \r\nD:\tfour\r\n"
+              "E: five \r\nF:\r\nG: \r\n\r\n", NULL, out, sizeof out);
+    assert_string_equal(out, "GET /f HTTP/1.1\r\nHost: a\r\nA: one\r\nB:two\r\nC: three\r\n"
+                             "D: four\r\nE: five\r\nF: \r\nG: \r\nVia: 1.1 shoji\r\n\r\n");
+}
+
 static void test_forwarded_request_keeps_its_body_framing(void **state)
 {
     (void)state;
@@ -721,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_chunked_decoder_after_done_or_error_stays_put),
         cmocka_unit_test(test_forwarded_request_uses_origin_form_and_drops_hop_by_hop_fields),
         cmocka_unit_test(test_every_standard_hop_by_hop_field_is_known_in_any_case),
+        cmocka_unit_test(test_forwarded_fields_keep_plain_lines_and_normalise_the_rest),
         cmocka_unit_test(test_forwarded_request_keeps_its_body_framing),
         cmocka_unit_test(test_forwarded_response_drops_hop_by_hop_and_states_connection),
         cmocka_unit_test(test_writer_that_does_not_fit_fails_and_leaves_the_buffer_unchanged),
