@@ -327,7 +327,7 @@ void pstream_detach(struct pstream *s);         /* conn no longer owns it */
 /* Once a second (the worker's pool timer): a TLS stream that moved no record
  * since the previous sweep gives OpenSSL's record buffers back. Keep-alive
  * traffic keeps its buffers instead of allocating them for every record. */
-void pstream_sweep_idle_tls(struct pstream *s);
+bool pstream_sweep_idle_tls(struct pstream *s);   /* true: it freed them now */
 
 /* conn.c: events from streams. */
 void conn_on_data(struct conn *c, struct pstream *s);

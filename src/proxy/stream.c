@@ -511,15 +511,17 @@ static void on_close(uv_handle_t *h)
     free(s);
 }
 
-void pstream_sweep_idle_tls(struct pstream *s)
+bool pstream_sweep_idle_tls(struct pstream *s)
 {
     if (!s || !s->ssl || !s->handshake_done || !s->tls_bufs_held || s->closing)
-        return;
+        return false;
     if (s->tls_hot) {
         s->tls_hot = false;   /* busy in this second: look again at the next sweep */
-        return;
+        return false;
     }
     /* Refused (0) while a record is half read or half written: next time. */
-    if (SSL_free_buffers(s->ssl) == 1)
-        s->tls_bufs_held = false;
+    if (SSL_free_buffers(s->ssl) != 1)
+        return false;
+    s->tls_bufs_held = false;
+    return true;
 }

@@ -5,6 +5,7 @@
  * SIGHUP: reload) handled on the main thread's own loop. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -338,16 +339,27 @@ static void on_prepare(uv_prepare_t *p)
         uv_timer_start(&w->log_timer, on_log_timer, LOG_FLUSH_MS, 0);
 }
 
+/* Streams whose buffers were freed in one sweep above which the heap's
+ * free pages are handed back to the system (64 streams: ~2 MiB). */
+#define SWEEP_TRIM_STREAMS 64
+
 static void sweep_idle_tls(struct worker *w)
 {
+    unsigned freed = 0;
     for (struct conn *c = w->conns; c; c = c->next) {
         if (c->dead)
             continue;
-        pstream_sweep_idle_tls(c->client);
-        pstream_sweep_idle_tls(c->up);
+        freed += pstream_sweep_idle_tls(c->client);
+        freed += pstream_sweep_idle_tls(c->up);
     }
     for (struct pstream *s = w->pool.head; s; s = s->pool_next)
-        pstream_sweep_idle_tls(s);
+        freed += pstream_sweep_idle_tls(s);
+    /* After a burst (many connections gone quiet at once) the freed record
+     * buffers are scattered through the heap, where free() leaves them
+     * resident: malloc_trim returns their whole pages. Rare and bounded
+     * (once a second at most, one walk of the heap). */
+    if (freed >= SWEEP_TRIM_STREAMS)
+        malloc_trim(0);
 }
 
 static void on_pool_timer(uv_timer_t *t)
