@@ -149,7 +149,7 @@ tunnel_probe() {
   profiled_shoji_up
   local out=$ROOT/bench/results/tunnel-probe.txt secs=${PROBE_SECS:-6}
   mkdir -p "$W/prof"
-  local lgargs=(--proxy 127.0.0.1:$P_SHOJI --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt"
+  local lgargs=(--proxy "127.0.0.1:$P_SHOJI" --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt"
                 --mode bulk -c 2 --path /10m --expect-len 10485760 --watch "$SHOJI_PID")
   local n=${PROBE_N:-60}
   export NSTAT_HISTORY=$W/nstat.history
@@ -237,7 +237,7 @@ tunnel_ab() {
   make_files
   make_policy
   start_nginx >/dev/null
-  local v bin port pids=() out=$ROOT/bench/results/tunnel-ab.txt
+  local v bin envs port pids=() out=$ROOT/bench/results/tunnel-ab.txt
   local rounds=${PROBE_ROUNDS:-8} n=${PROBE_N:-100} ngx
   ngx=$(cat "$W/nginx/nginx.pid")
   for v in A B; do
