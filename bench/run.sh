@@ -4,7 +4,9 @@
 # private network namespace with only loopback. See docs/PERFORMANCE.md.
 #   BENCH_QUICK=1   one repeat, short runs, 2,000 held (~4 minutes)
 #   BENCH_REPEATS=N repeats of every figure, medians reported (default 3; 1 quick)
-#   BENCH_HOLD=N    idle connections held per proxy (default 10000; 2000 quick)
+#   BENCH_HOLD=N    idle connections held per proxy (default 10000; 2000 quick;
+#                   0 skips the hold tests)
+#   BENCH_FIGURES="ka new bulk rate"   run only these of the four main figures
 #   BENCH_FIRST_N=N never-seen names per first-contact series (default 20)
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
@@ -12,6 +14,10 @@
 #   BENCH_SHOJI_WORKERS=N  shoji's --workers (default: the number of cores)
 #   BENCH_PROFILE=1 instead: shoji under callgrind (decode keep-alive, new
 #                   decoded connections, new tunnels): bench/results/profile-*.txt
+#   BENCH_PROFILE=tunnel  the tunnelled bulk case probed: syscalls, splice sizes,
+#                   ss -tmi, perf (bench/results/tunnel-probe.txt)
+#   BENCH_PROFILE=tunnel-ab  two builds (PROBE_A, PROBE_B) alternated on the same
+#                   case: CPU and syscalls per MiB (bench/results/tunnel-ab.txt)
 #   BENCH_PROFILE=perf  the same cases sampled with perf (kernel included):
 #                   bench/results/perf-*.txt
 # Output: bench/results/latest.md (printed) and bench/results/latest.jsonl.
@@ -97,6 +103,8 @@ if [ "${BENCH_PROFILE:-0}" != 0 ]; then
   case $BENCH_PROFILE in
     perf) perf_all ;;
     strace) strace_all ;;
+    tunnel) tunnel_probe ;;
+    tunnel-ab) tunnel_ab ;;
     *) profile_all ;;
   esac
   exit 0
@@ -111,10 +119,11 @@ estimate() {
     n=$((n + 1))
     case $cfg in direct*|shoji-http) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
   done
-  per=$(( 4 * T + 3 ))                            # 4 tests: T + warm-up + start/drain
+  per=$(( $(echo "$FIGURES" | wc -w) * T + 3 ))   # per test: T + warm-up + start/drain
   main=$(( 10 + FIRST_TOTAL / 10 + REPEATS * (n * per + 3) + REPEATS * 2 ))
   hold_lo=$(( nshoji * (HOLD / 300 + 8) + npeer * (PEER_HOLD_T + 6) ))
   hold_hi=$(( nshoji * (HOLD_T + 10) + npeer * (PEER_HOLD_T + 6) ))
+  [ "$HOLD" -gt 0 ] || hold_lo=0 hold_hi=0
   extra=0
   [ "${BENCH_MODULES:-1}" = 0 ] || extra=$((extra + (QUICK == 1 ? 10 : 20)))
   [ "${BENCH_FLEET:-1}" = 0 ] || extra=$((extra + (QUICK == 1 ? 60 : 240)))
@@ -135,6 +144,8 @@ RES=$W/results.jsonl
 : > "$RES"
 ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
 in_order() { case " $ORDER " in *" $1 "*) return 0 ;; esac; return 1; }
+FIGURES=${BENCH_FIGURES:-"ka new bulk rate"}
+want_fig() { case " $FIGURES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 log "work dir $W, $NCPU cores, quick=$QUICK, repeats $REPEATS, hold $HOLD, category db from $DB_NOTE"
 estimate
@@ -206,10 +217,10 @@ except Exception as e: print("?", e)')" >&2
 }
 
 run_tests() { # CONFIG REPEAT
-  lg "$1" ka "$2" --mode ka -c 16 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
-  lg "$1" new "$2" --mode new -c 8 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
-  lg "$1" bulk "$2" --mode bulk -c 2 -t "$T" --warmup "$WARM" --path /10m --expect-len 10485760
-  lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  ! want_fig ka || lg "$1" ka "$2" --mode ka -c 16 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  ! want_fig new || lg "$1" new "$2" --mode new -c 8 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  ! want_fig bulk || lg "$1" bulk "$2" --mode bulk -c 2 -t "$T" --warmup "$WARM" --path /10m --expect-len 10485760
+  ! want_fig rate || lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
 }
 
 # First contact on the running, warm shoji: one firstconn process per repeat
@@ -238,7 +249,7 @@ except Exception as e: print("?", e)')" >&2
 for rep in $(seq 1 "$REPEATS"); do
   log "repeat $rep/$REPEATS ($((SECONDS - RUN_START)) s so far)"
   for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
-  if in_order shoji-decode; then first_series "$rep"; fi
+  if in_order shoji-decode && want_fig new; then first_series "$rep"; fi
 done
 
 # A fresh shoji for each of its hold tests: glibc keeps what a burst of
@@ -253,8 +264,9 @@ restart_shoji() {
     "$1" "$(rss_tree "${PID[shoji]}")" "${PID[shoji]}" >> "$RES"
 }
 
-log "held idle connections: $HOLD each ($((SECONDS - RUN_START)) s so far)"
+[ "$HOLD" -eq 0 ] || log "held idle connections: $HOLD each ($((SECONDS - RUN_START)) s so far)"
 for cfg in $ORDER; do
+  [ "$HOLD" -gt 0 ] || break
   case $cfg in direct*|shoji-http) continue ;; esac
   t=$PEER_HOLD_T
   case $cfg in shoji*) t=$HOLD_T; restart_shoji "$cfg" ;; esac
@@ -268,9 +280,9 @@ done
 # First contact on a fresh process (kept as its own line: it adds process
 # start-up, a cold /proc walk and a cold OpenSSL to the mint): a new shoji
 # (same CA, empty certificate cache) and a new loadgen for its first request.
-in_order shoji-decode && log "first contact on a fresh shoji ($((SECONDS - RUN_START)) s so far)"
+in_order shoji-decode && want_fig new && log "first contact on a fresh shoji ($((SECONDS - RUN_START)) s so far)"
 for rep in $(seq 1 "$REPEATS"); do
-  in_order shoji-decode || break
+  in_order shoji-decode && want_fig new || break
   st=$W/shoji-first-$rep
   mkdir -p "$st"
   cp "$W/shoji/state/ca.crt" "$W/shoji/state/ca.key" "$st/"

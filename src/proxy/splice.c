@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -242,6 +244,44 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
     }
 }
 
+/* ---- the client's leg on this host ----------------------------------------------- */
+
+static bool addr_loopback(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *v6 = &((const struct sockaddr_in6 *)a)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(v6))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127;
+}
+
+bool splice_peer_is_local(const struct sockaddr_storage *self, const struct sockaddr_storage *peer)
+{
+    return addr_loopback(peer) || (self && sockaddr_same_ip(self, peer));
+}
+
+int splice_local_cc(int fd)
+{
+    struct sockaddr_storage self, peer;
+    socklen_t ls = sizeof self, lp = sizeof peer;
+    memset(&self, 0, sizeof self);
+    memset(&peer, 0, sizeof peer);
+    if (getpeername(fd, (struct sockaddr *)&peer, &lp) < 0)
+        return -errno;
+    bool local = addr_loopback(&peer);
+    if (!local && getsockname(fd, (struct sockaddr *)&self, &ls) == 0)
+        local = splice_peer_is_local(&self, &peer);
+    if (!local)
+        return 0;
+    static const char cc[] = SPLICE_LOCAL_CC;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)(sizeof cc - 1)) < 0)
+        return -errno;
+    return 1;
+}
+
 /* ---- tunnels: the conn glue ------------------------------------------------------ */
 
 struct splice_tunnel {
@@ -442,6 +482,7 @@ bool splice_tunnel_start(struct conn *c)
     splice_dir_init(&t->dir[0], fcl, fup);
     splice_dir_init(&t->dir[1], fup, fcl);
     t->want[0] = t->want[1] = SPLICE_WANT_READ;
+    (void)splice_local_cc(fcl);   /* best effort: the system's default otherwise */
     t->base_in = c->tunnel_in;
     t->base_out = c->tunnel_out;
     if (sync_masks(t, sw) < 0) {

@@ -21,6 +21,11 @@
  * epoll instance, so the same socket in libuv's epoll and ours do not
  * interfere, and no dup()'ed fd per socket is needed.
  *
+ * The client's socket, when the client is on this host (loopback, or its
+ * address is ours), is switched to SPLICE_LOCAL_CC: the loopback leg has no
+ * bottleneck to pace for, and a pacing congestion control (BBR, the
+ * default on some kernels) arms a timer per packet sent.
+ *
  * Must never: return a pipe holding bytes to the pool, read a source whose
  * bytes are still parked, or write to a destination after its SHUT_WR. */
 #ifndef SHOJI_PROXY_SPLICE_H
@@ -48,6 +53,14 @@ struct worker;
  * recv+send is cheaper than moving page references through a pipe. The
  * first read that fills it switches the direction back to splice. */
 #define SPLICE_SMALL 4096
+
+/* Congestion control of a tunnel's client leg on this host: "reno" is
+ * built in and always allowed unprivileged (tcp_allowed_congestion_control);
+ * it does not pace. With BBR the agent's CPU per MiB relayed was ~30%
+ * higher (the pacing hrtimer per packet). See docs/PERFORMANCE.md. */
+#ifndef SPLICE_LOCAL_CC
+#define SPLICE_LOCAL_CC "reno"
+#endif
 
 struct splice_pipe {
     int rd, wr;                /* -1: none */
@@ -97,6 +110,15 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget);
 /* Drops what the direction holds: an empty pipe goes back to the pool, a
  * pipe with bytes in it is closed, the copy buffer is freed. */
 void splice_dir_release(struct splice_dir *d, struct splice_pool *p);
+
+/* Whether a socket whose ends are `self` and `peer` stays on this host:
+ * peer on loopback (127/8, ::1, ::ffff:127/104) or peer address == ours.
+ * `self` may be NULL (loopback only). */
+struct sockaddr_storage;
+bool splice_peer_is_local(const struct sockaddr_storage *self, const struct sockaddr_storage *peer);
+/* TCP socket `fd`: SPLICE_LOCAL_CC when its peer is on this host. 1 set,
+ * 0 not local (left alone), or -errno. */
+int splice_local_cc(int fd);
 
 /* conn.c hooks. Turns a CS_TUNNEL conn whose streams are plain TCP, with
  * nothing pending either way, into a spliced tunnel; false (nothing

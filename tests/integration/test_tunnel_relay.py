@@ -15,6 +15,9 @@ agent tunnels it untouched. Its first line is a command:
 import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
 import socket
 import sys
 import threading
@@ -205,6 +208,48 @@ def test_a_20_mib_download_arrives_intact_and_is_logged_with_its_bytes(agent, bu
                     10, "the tunnel's access-log line")
     assert recs[0]["bytes_in"] == len(cmd), recs[0]
     assert recs[0]["status"] == 200 and recs[0]["mode"] == "tunnel", recs[0]
+
+
+def tcp_cc(local_port, remote_port):
+    """The congestion control `ss` shows for the socket local_port -> remote_port."""
+    out = subprocess.run(["ss", "-tinH", "state", "established",
+                          "( sport = :%d and dport = :%d )" % (local_port, remote_port)],
+                         capture_output=True, text=True, check=True).stdout
+    for name in ("reno", "cubic", "bbr", "dctcp", "vegas", "westwood", "htcp", "bic"):
+        if re.search(r"(^|\s)%s(\s|$)" % name, out):
+            return name
+    return None
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")
+def test_a_local_client_leg_does_not_pace_and_the_upstream_leg_keeps_the_default(agent, bulk):
+    """A spliced tunnel's client socket (the client is on this host) uses
+    reno, which does not pace: a pacing default such as BBR arms a timer per
+    packet on a leg that has no bottleneck. The upstream leg is left to the
+    system's choice. Bytes still flow both ways afterwards."""
+    default = open("/proc/sys/net/ipv4/tcp_congestion_control").read().strip()
+    s = tunnel(agent, bulk, b"echo\n")
+    try:
+        s.settimeout(30)
+        me = s.getsockname()[1]
+        blob = os.urandom(256 * 1024)   # bulk: the relay splices
+        s.sendall(blob)
+        got = b""
+        while len(got) < len(blob):
+            d = s.recv(256 * 1024)
+            assert d
+            got += d
+        assert got == blob
+        assert wait_for(lambda: tcp_cc(agent.port, me) == "reno", 10,
+                        "reno on the agent's client socket") is True
+        # the agent's upstream socket: its peer is the origin's port
+        ups = subprocess.run(["ss", "-tinH", "state", "established", "( dport = :%d )" % bulk.port],
+                             capture_output=True, text=True, check=True).stdout
+        assert default in ups.split(), ups
+        s.sendall(b"still open")
+        assert s.recv(100) == b"still open"
+    finally:
+        s.close()
 
 
 def test_20_mib_both_ways_at_once_through_an_echo(agent, bulk):

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -396,6 +397,74 @@ static void test_small_messages_to_a_full_destination_are_parked_in_order(void *
     link_close(&k);
 }
 
+static struct sockaddr_storage v4(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, ip, &((struct sockaddr_in *)&ss)->sin_addr), 1);
+    return ss;
+}
+
+static struct sockaddr_storage v6(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)&ss)->sin6_addr), 1);
+    return ss;
+}
+
+static void test_a_peer_on_loopback_or_at_our_own_address_is_local(void **state)
+{
+    (void)state;
+    struct sockaddr_storage lo = v4("127.0.0.1"), lo2 = v4("127.3.4.5"), lan = v4("192.168.1.5"),
+                            other = v4("192.168.1.9"), lo6 = v6("::1"), m = v6("::ffff:127.0.0.1"),
+                            m2 = v6("::ffff:10.0.0.1"), g6 = v6("2001:db8::1"), g6b = v6("2001:db8::2");
+    assert_true(splice_peer_is_local(NULL, &lo));
+    assert_true(splice_peer_is_local(&lan, &lo2));
+    assert_true(splice_peer_is_local(NULL, &lo6));
+    assert_true(splice_peer_is_local(NULL, &m));
+    /* a client redirected to us from this host's own LAN address */
+    assert_true(splice_peer_is_local(&lan, &lan));
+    assert_true(splice_peer_is_local(&g6, &g6));
+    /* another machine */
+    assert_false(splice_peer_is_local(&lan, &other));
+    assert_false(splice_peer_is_local(NULL, &other));
+    assert_false(splice_peer_is_local(&g6, &g6b));
+    assert_false(splice_peer_is_local(&lo, &m2));
+}
+
+static void cc_of(int fd, char *out, size_t cap)
+{
+    socklen_t len = (socklen_t)cap - 1;
+    memset(out, 0, cap);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, out, &len), 0);
+}
+
+static void test_a_local_client_leg_gets_the_non_pacing_congestion_control(void **state)
+{
+    (void)state;
+    int x, y;
+    char before[32], after[32];
+    tcp_pair(&x, &y, 0);
+    cc_of(y, before, sizeof before);
+    assert_int_equal(splice_local_cc(y), 1);
+    cc_of(y, after, sizeof after);
+    assert_string_equal(after, SPLICE_LOCAL_CC);
+    /* the other end (not ours to change) keeps the system's default */
+    cc_of(x, after, sizeof after);
+    assert_string_equal(after, before);
+    close(x);
+    close(y);
+    /* not a socket: an error, nothing else */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_true(splice_local_cc(p[0]) < 0);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -409,6 +478,8 @@ int main(void)
         cmocka_unit_test(test_without_pipes_it_copies_instead),
         cmocka_unit_test(test_small_messages_are_copied_and_bulk_is_spliced),
         cmocka_unit_test(test_small_messages_to_a_full_destination_are_parked_in_order),
+        cmocka_unit_test(test_a_peer_on_loopback_or_at_our_own_address_is_local),
+        cmocka_unit_test(test_a_local_client_leg_gets_the_non_pacing_congestion_control),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
