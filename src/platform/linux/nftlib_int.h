@@ -2,8 +2,8 @@
  * Only transparent interception (`shoji intercept`, `shoji run --transparent`
  * heartbeats, `shoji uninstall`) talks to nftables; the explicit proxy never
  * does, so it does not map libnftables and what it pulls in (libnftnl,
- * libmnl, libgmp, libjansson's users, libxtables): ~0.5 MiB of resident
- * library pages in an idle agent (docs/ARCHITECTURE.md "Libraries loaded on
+ * libmnl, libgmp, libxtables): ~0.5 MiB of resident library pages in an
+ * idle agent (docs/ARCHITECTURE.md "Libraries loaded on
  * demand", docs/PERFORMANCE.md "Memory"). Not a public header: see
  * platform.h. */
 #ifndef SHOJI_PLATFORM_NFTLIB_INT_H
@@ -33,7 +33,8 @@ struct nftlib {
 const struct nftlib *nftlib_get(char *err, size_t errlen);
 
 /* Loads `soname` into *lib (no caching): what nftlib_get does once. 0, or
- * -ELIBACC with the reason in err. For tests (a missing library). */
+ * -ELIBACC with the reason and the package to install in err; *lib is all
+ * NULL then. For tests (a missing library). */
 int nftlib_load(const char *soname, struct nftlib *lib, char *err, size_t errlen);
 
 #endif
