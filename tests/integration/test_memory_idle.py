@@ -93,13 +93,18 @@ def test_idle_explicit_proxy_maps_no_on_demand_library_and_releases_startup_code
     the page cache), and a decoded request afterwards works and maps back
     what it needs."""
     a = agent_factory().start()
-    time.sleep(0.5)
+    # the port accepts (kernel backlog) from the bind on; start-up is over
+    # once the agent logs that it listens, and the release follows it
+    wait_for(lambda: "listening on" in a.stderr(), 20, "the agent's start-up")
+    wait_for(lambda: file_rss_kib(a.pid, "libcrypto.so") < 1024, 10,
+             "the start-up code released (libcrypto's file pages < 1 MiB)")
     maps = mapped_files(a.pid)
     loaded = [m for m in maps if m.startswith(ON_DEMAND_LIBS)]
     assert not loaded, "idle explicit proxy maps %s" % loaded
     assert any(m.startswith("libcrypto.so") for m in maps)
     # Start-up runs code all over libcrypto (~3.9 MiB of it was mapped
     # before the release); an idle agent runs none of it.
+    time.sleep(0.5)
     crypto = file_rss_kib(a.pid, "libcrypto.so")
     assert crypto < 1024, "idle agent maps %d KiB of libcrypto's file pages" % crypto
     good = origins["good"]
