@@ -192,8 +192,9 @@ static int compile_exprs(struct catdb *db, char *err, size_t errlen)
     if (db->nexprs == 0)
         return 0;
     db->re = calloc(db->nexprs, sizeof *db->re);
+    db->jit = calloc(db->nexprs, sizeof *db->jit);
     db->mctx = pcre2_match_context_create(NULL);
-    if (!db->re || !db->mctx)
+    if (!db->re || !db->jit || !db->mctx)
         return util_err(err, errlen, -ENOMEM, "out of memory compiling expressions");
     pcre2_set_match_limit(db->mctx, RE_MATCH_LIMIT);
     for (uint32_t i = 0; i < db->nexprs; i++) {
@@ -206,7 +207,7 @@ static int compile_exprs(struct catdb *db, char *err, size_t errlen)
             pcre2_get_error_message(ec, msg, sizeof msg);
             return util_err(err, errlen, -EINVAL, "expression %u does not compile: %s", i, (const char *)msg);
         }
-        (void)pcre2_jit_compile(db->re[i], PCRE2_JIT_COMPLETE);  /* the interpreter is the fallback */
+        /* JIT: on first use, on a copy (catdb_impl.h: struct cdb_jit) */
     }
     const char **pats = calloc(db->nexprs, sizeof *pats);
     if (!pats)
@@ -415,6 +416,11 @@ void catdb_close(struct catdb *db)
         for (uint32_t i = 0; i < db->nexprs; i++)
             pcre2_code_free(db->re[i]);
         free(db->re);
+    }
+    if (db->jit) {
+        for (uint32_t i = 0; i < db->nexprs; i++)
+            pcre2_code_free(atomic_load(&db->jit[i].code));
+        free(db->jit);
     }
     pcre2_match_context_free(db->mctx);
     cdb_pf_free(&db->pf);

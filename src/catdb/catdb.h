@@ -73,7 +73,8 @@ const char *catdb_alias_name(const struct catdb *db, size_t i, uint16_t *target)
  * :port removed, [v6] brackets removed, non-ASCII converted to punycode.
  * Writes a NUL-terminated host into out (cap >= CATDB_HOST_MAX is enough for
  * any valid host); returns its length, or a negative errno code if the host is
- * empty, too long or not a valid name. *is_ip tells an IPv4/IPv6 literal
+ * empty, too long or not a valid name (-ELIBACC: a non-ASCII name and libidn2,
+ * loaded on first use, cannot be loaded). *is_ip tells an IPv4/IPv6 literal
  * (matched exactly, never by suffix). */
 #define CATDB_HOST_MAX 256
 int catdb_normalize_host(const char *host, char *out, size_t cap, int *is_ip);

@@ -7,12 +7,27 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <stdatomic.h>
+
 #include "catdb/catdb.h"
 #include "catdb/catdb_format.h"
 
 #define CATDB_URL_PATH_MAX CDB_URL_PREFIX_MAX /* request path bytes compared with URL prefixes */
 #define CATDB_EXPR_SUBJECT_MAX 4096   /* "host/path" bytes given to expressions */
 #define CATDB_RE_ARENA_SIZE (32 * 1024) /* per-lookup PCRE2 memory, on the stack */
+
+/* An expression's JIT-compiled copy. The JIT compiler costs ~0.3 MiB of
+ * resident library code plus executable memory, and with the prefilters most
+ * agents rarely or never run an expression: so it runs on an expression's
+ * first match, not at open (docs/PERFORMANCE.md "Memory"). The thread that
+ * moves `state` from CDB_JIT_NONE to CDB_JIT_BUSY compiles a copy of `re[i]`
+ * and publishes it; the others use the interpreter on `re[i]` meanwhile,
+ * so lookups stay lock-free. */
+enum { CDB_JIT_NONE, CDB_JIT_BUSY, CDB_JIT_DONE };
+struct cdb_jit {
+    _Atomic(pcre2_code *) code;       /* NULL until ready (or when JIT is unavailable) */
+    atomic_int state;
+};
 
 /* Literal prefilters of the expressions (catdb_prefilter.c). */
 #define CDB_PF_MAX_ALTS 32      /* literals per expression */
@@ -69,7 +84,11 @@ struct catdb {
                                          (policy load, logs) never touches the
                                          mapping (catdb.c: copy_names) */
     uint16_t *alias_cat;              /* nalias targets, heap copy */
-    pcre2_code **re;                  /* nexprs compiled expressions */
+    pcre2_code **re;                  /* nexprs compiled expressions (checked at
+                                         open; matched by the interpreter until
+                                         their JIT copy is ready; never modified
+                                         after open, so any thread may use them) */
+    struct cdb_jit *jit;              /* nexprs: JIT copies, made on first use */
     pcre2_match_context *mctx;
     struct cdb_prefilters pf;
 };

@@ -188,6 +188,29 @@ static size_t expr_subject(const char *h, size_t n, const char *path, char *low,
     return len;
 }
 
+/* The code to match expression i with: its JIT copy when ready; the first
+ * caller compiles it (struct cdb_jit), everyone else meanwhile and for good
+ * when JIT is unavailable gets the interpreted original. */
+static const pcre2_code *expr_code(const struct catdb *db, uint32_t i)
+{
+    struct cdb_jit *j = &db->jit[i];
+    pcre2_code *c = atomic_load_explicit(&j->code, memory_order_acquire);
+    if (c)
+        return c;
+    int expect = CDB_JIT_NONE;
+    if (!atomic_compare_exchange_strong(&j->state, &expect, CDB_JIT_BUSY))
+        return db->re[i];
+    c = pcre2_code_copy(db->re[i]);
+    if (c && pcre2_jit_compile(c, PCRE2_JIT_COMPLETE) != 0) {
+        pcre2_code_free(c);
+        c = NULL;
+    }
+    if (c)
+        atomic_store_explicit(&j->code, c, memory_order_release);
+    atomic_store(&j->state, CDB_JIT_DONE);
+    return c ? c : db->re[i];
+}
+
 static void match_exprs(const struct catdb *db, const char *h, size_t n, const char *path, struct catset *out)
 {
     char low[CATDB_EXPR_SUBJECT_MAX];
@@ -212,7 +235,7 @@ static void match_exprs(const struct catdb *db, const char *h, size_t n, const c
             if (!md)
                 return;
         }
-        if (pcre2_match(db->re[i], (PCRE2_SPTR)low, len, 0, 0, md, db->mctx) >= 0)
+        if (pcre2_match(expr_code(db, i), (PCRE2_SPTR)low, len, 0, 0, md, db->mctx) >= 0)
             catset_add(out, cat);
     }
 }

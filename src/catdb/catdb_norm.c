@@ -3,8 +3,11 @@
  * list entry and a request host always meet in the same form. */
 #include "catdb/catdb.h"
 
+#include "util/util.h"
+
 #include <errno.h>
 #include <idn2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,26 +81,50 @@ static int copy_ascii_name(const char *p, size_t n, char *out, size_t cap, int *
     return (int)n;
 }
 
+/* libidn2 (and libunistring under it, ~0.2 MiB resident) is loaded on the
+ * first non-ASCII name (util_dl_load): request hosts are ASCII, so an agent
+ * whose lists and policy are ASCII never maps it. */
+#define IDN_SONAME "libidn2.so.0"
+static struct {
+    __typeof__(&idn2_to_ascii_8z) to_ascii_8z;
+    __typeof__(&idn2_free) free;
+} idn;
+static pthread_once_t idn_once = PTHREAD_ONCE_INIT;
+static int idn_rc;
+
+static void idn_load(void)
+{
+    static const struct util_dl_sym syms[] = {
+        { "idn2_to_ascii_8z", offsetof(__typeof__(idn), to_ascii_8z) },
+        { "idn2_free", offsetof(__typeof__(idn), free) },
+    };
+    idn_rc = util_dl_load(IDN_SONAME, "libidn2-0", syms, UTIL_ARRAY_LEN(syms), &idn, NULL, 0);
+}
+
 /* Non-ASCII name: UTS#46 mapping + punycode by libidn2. This is the only
  * path of a lookup that allocates (libidn2 has no caller-buffer API); hosts
- * taken off the wire (SNI, Host) are ASCII by protocol and never come here. */
+ * taken off the wire (SNI, Host) are ASCII by protocol and never come here.
+ * -ELIBACC when libidn2 cannot be loaded. */
 static int copy_idn(const char *p, size_t n, char *out, size_t cap, int *ipv4)
 {
     char in[NORM_IN_MAX + 1];
     char *ascii = NULL;
     if (n > NORM_IN_MAX)
         return -ENAMETOOLONG;
+    pthread_once(&idn_once, idn_load);
+    if (idn_rc < 0)
+        return idn_rc;
     memcpy(in, p, n);
     in[n] = '\0';
-    int rc = idn2_to_ascii_8z(in, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    int rc = idn.to_ascii_8z(in, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
     if (rc != IDN2_OK) {
         /* Some names are valid under the transitional rules only. */
-        rc = idn2_to_ascii_8z(in, &ascii, IDN2_NFC_INPUT | IDN2_TRANSITIONAL);
+        rc = idn.to_ascii_8z(in, &ascii, IDN2_NFC_INPUT | IDN2_TRANSITIONAL);
         if (rc != IDN2_OK)
             return -EINVAL;
     }
     int len = copy_ascii_name(ascii, strlen(ascii), out, cap, ipv4);
-    idn2_free(ascii);
+    idn.free(ascii);
     return len == -EILSEQ ? -EINVAL : len;
 }
 

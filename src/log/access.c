@@ -93,13 +93,18 @@ int access_log_reopen(struct access_log *l, char *err, size_t errlen)
 uint64_t access_log_dropped(const struct access_log *l) { return atomic_load(&l->dropped); }
 uint64_t access_log_written(const struct access_log *l) { return atomic_load(&l->written); }
 
-/* This thread's pending lines (access_log_batch_begin). */
+/* This thread's pending lines (access_log_batch_begin). The buffer is
+ * allocated at the first batched line, not in the thread-local block: glibc
+ * zeroes every thread's static TLS when it creates the thread, so 32 KiB
+ * there made every thread of the process (workers, the certificate writer,
+ * libuv's pool) 32 KiB bigger from birth (docs/PERFORMANCE.md "Memory"). */
+#define BATCH_BUF_SIZE 32768
 static _Thread_local struct {
     bool on;
     struct access_log *log;
     size_t len;
     unsigned lines;
-    char buf[32768];
+    char *buf;          /* BATCH_BUF_SIZE bytes, or NULL until the first line */
 } tl_batch;
 
 static void write_lines(struct access_log *l, const char *p, size_t n, unsigned lines);
@@ -338,9 +343,13 @@ static void write_lines(struct access_log *l, const char *p, size_t n, unsigned 
 
 static void batch_add(struct access_log *l, const char *line, size_t n)
 {
-    if (tl_batch.log != l || tl_batch.len + n > sizeof tl_batch.buf)
+    if (!tl_batch.buf && !(tl_batch.buf = malloc(BATCH_BUF_SIZE))) {
+        write_lines(l, line, n, 1);       /* no memory: unbatched, still written */
+        return;
+    }
+    if (tl_batch.log != l || tl_batch.len + n > BATCH_BUF_SIZE)
         access_log_flush();
-    _Static_assert(sizeof tl_batch.buf >= 2 * ACCESS_LINE_MAX, "a batch holds whole lines");
+    _Static_assert(BATCH_BUF_SIZE >= 2 * ACCESS_LINE_MAX, "a batch holds whole lines");
     tl_batch.log = l;
     memcpy(tl_batch.buf + tl_batch.len, line, n);
     tl_batch.len += n;
@@ -364,4 +373,6 @@ void access_log_batch_end(void)
     access_log_flush();
     tl_batch.on = false;
     tl_batch.log = NULL;
+    free(tl_batch.buf);
+    tl_batch.buf = NULL;
 }

@@ -642,6 +642,18 @@ static void teardown_shared(struct proxy_shared *sh)
     pthread_mutex_destroy(&sh->lock);
 }
 
+/* Start-up is over: unmap the library code it faulted in and an idle agent
+ * does not run (platform.h: platform_release_clean_text). */
+static void release_startup_pages(void)
+{
+    char err[UTIL_ERRLEN];
+    long kib = platform_release_clean_text(err, sizeof err);
+    if (kib < 0)
+        log_debug("start-up code pages not released: %s", err);
+    else
+        log_debug("start-up: released %ld KiB of clean code pages", kib);
+}
+
 static void write_pidfile(const char *state_dir)
 {
     char path[4096], pid[32];
@@ -840,6 +852,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
             log_info("transparent listener on %s", cfg->transparent);
         log_info("listening on %s with %d workers (state %s, policy %s)", cfg->listen, m.n,
                  cfg->state_dir, active_policy_path(sh) ? active_policy_path(sh) : "built-in: allow all, decode");
+        release_startup_pages();
         uv_run(&loop, UV_RUN_DEFAULT);
         for (int i = 0; i < m.n; i++)
             uv_thread_join(&m.workers[i].thread);

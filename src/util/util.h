@@ -52,6 +52,19 @@ int util_read_file(const char *path, size_t max, char **out, size_t *outlen,
 /* mkdir -p with a mode for the last component. */
 int util_mkdirs(const char *path, int mode, char *err, size_t errlen);
 
+/* Libraries loaded on demand (docs/ARCHITECTURE.md "Libraries loaded on
+ * demand"): a library only some modes need is opened with dlopen when first
+ * used, so the agent does not map it otherwise. util_dl_load opens `soname`
+ * (RTLD_NOW | RTLD_LOCAL; never closed) and stores each symbol's address at
+ * `table` + off (a struct of typed function pointers). 0, or -ELIBACC with
+ * err naming the library, the reason and `package` to install. */
+struct util_dl_sym {
+    const char *name;
+    size_t off;
+};
+int util_dl_load(const char *soname, const char *package, const struct util_dl_sym *syms,
+                 size_t nsyms, void *table, char *err, size_t errlen);
+
 /* Monotonic and wall clocks in milliseconds / microseconds. */
 uint64_t util_now_ms(void);
 uint64_t util_mono_us(void);

@@ -363,6 +363,15 @@ def test_agent_upstream_connections_are_not_looped_back(live):
     assert not loops, loops
 
 
+def test_the_agent_loads_nftables_library_on_demand_for_its_heartbeat(live):
+    """libnftables is not linked: the first heartbeat loads it (dlopen), and
+    the live set being fresh (checked around every test) shows it works.
+    An explicit proxy never maps it (test_memory_idle.py)."""
+    with open("/proc/%d/maps" % live.agent.pid) as f:
+        maps = f.read()
+    assert "libnftables.so" in maps, "transparent agent does not map libnftables"
+
+
 def test_direct_connection_to_the_transparent_port_is_closed_not_looped(live):
     """A connection made straight to the transparent port has no original
     destination: the agent must close it, not connect to itself."""

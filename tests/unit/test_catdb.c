@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "catdb/catdb.h"
 #include "catdb/catdb_compile.h"
+#include "catdb/catdb_impl.h"   /* struct cdb_jit: when expressions are JIT-compiled */
 #include "util/util.h"
 
 struct fx {
@@ -240,6 +242,60 @@ static void test_expressions_with_and_without_required_literals(void **state)
     assert_string_equal(cats_of(x->db, "a.example", "/x7"), "misc");
     assert_string_equal(cats_of(x->db, "a.example", "/y7"), "");
     assert_string_equal(cats_of(x->db, "a.example", "/sponsor/abc"), "ads, misc");
+}
+
+static size_t jit_ready(const struct catdb *db)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < db->nexprs; i++)
+        n += atomic_load(&db->jit[i].code) != NULL;
+    return n;
+}
+
+static void *lookup_many(void *arg)
+{
+    struct catdb *db = arg;
+    size_t bad = 0;
+    for (int i = 0; i < 2000; i++) {
+        struct catset s;
+        catdb_lookup(db, "cdn.example", i % 2 ? "/files/payload42.exe" : "/files/payload.exe", &s);
+        bad += s.n != (size_t)(i % 2);
+    }
+    return (void *)bad;
+}
+
+/* The JIT compiler (and its resident code) runs on an expression's first
+ * match, not at open; results do not depend on whether the JIT copy is
+ * ready, also when threads race to make it (catdb_impl.h: struct cdb_jit). */
+static void test_expressions_are_jit_compiled_on_first_use(void **state)
+{
+    struct fx *x = *state;
+    write_basic_lists(x->dir);
+    build(x);
+    assert_int_equal(x->db->nexprs, 1);
+    assert_int_equal(jit_ready(x->db), 0);
+    assert_string_equal(cats_of(x->db, "cdn.example", "/files/setup42.exe"), "");
+    assert_int_equal(jit_ready(x->db), 0);    /* no "/payload" in it: the prefilter ruled it out */
+    assert_string_equal(cats_of(x->db, "cdn.example", "/files/payload42.exe"), "malware");
+    uint32_t jit = 0;
+    pcre2_config(PCRE2_CONFIG_JIT, &jit);
+    assert_int_equal(jit_ready(x->db), jit ? 1 : 0);
+    assert_string_equal(cats_of(x->db, "cdn.example", "/files/payload42.exe"), "malware");
+    assert_string_equal(cats_of(x->db, "cdn.example", "/files/payload42.exe.txt"), "");
+    /* a fresh handle, first use from 4 threads at once */
+    struct catdb *db;
+    char err[UTIL_ERRLEN];
+    assert_int_equal(catdb_open(x->db_path, &db, err, sizeof err), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, lookup_many, db), 0);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        assert_int_equal((size_t)bad, 0);
+    }
+    assert_int_equal(jit_ready(db), jit ? 1 : 0);
+    catdb_close(db);
 }
 
 static void test_symlinked_folder_is_an_alias_not_a_copy(void **state)
@@ -659,6 +715,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_prefixes_match_at_path_boundaries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expressions_match_the_whole_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expressions_with_and_without_required_literals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expressions_are_jit_compiled_on_first_use, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlinked_folder_is_an_alias_not_a_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_display_names_by_language_with_english_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_lines_are_reported_with_file_and_line_and_skipped, setup, teardown),

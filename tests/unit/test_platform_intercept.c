@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "platform/linux/nftlib_int.h"
 #include "platform/platform.h"
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +17,29 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* libnftables is loaded on first use (nftlib_int.h): the real one resolves
+ * every function; a missing one is a clear error naming the package, and
+ * nothing half-loaded is left behind. */
+static void test_nftables_library_loads_on_demand_or_says_what_to_install(void **state)
+{
+    (void)state;
+    char err[UTIL_ERRLEN] = "";
+    struct nftlib lib;
+    assert_int_equal(nftlib_load(NFTLIB_SONAME, &lib, err, sizeof err), 0);
+    assert_non_null(lib.ctx_new);
+    assert_non_null(lib.run_cmd_from_buffer);
+    assert_non_null(lib.get_error_buffer);
+    assert_non_null(nftlib_get(err, sizeof err));
+    assert_int_equal(nftlib_load("libnftables-missing.so.99", &lib, err, sizeof err), -ELIBACC);
+    assert_non_null(strstr(err, "libnftables-missing.so.99"));
+    assert_non_null(strstr(err, "install the libnftables1 package"));
+    assert_null(lib.ctx_new);
+    /* a library without the symbols (libc) is refused too */
+    assert_int_equal(nftlib_load("libc.so.6", &lib, err, sizeof err), -ELIBACC);
+    assert_non_null(strstr(err, "has no nft_ctx_new"));
+    assert_null(lib.ctx_new);
+}
 
 static void test_cidr_clears_host_bits_and_bare_addresses_are_hosts(void **state)
 {
@@ -164,6 +189,7 @@ static void test_upstream_mark_is_set_or_refused_without_privilege(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nftables_library_loads_on_demand_or_says_what_to_install),
         cmocka_unit_test(test_cidr_clears_host_bits_and_bare_addresses_are_hosts),
         cmocka_unit_test(test_bad_cidrs_are_refused_with_a_message),
         cmocka_unit_test(test_port_lists_parse_and_bad_ones_are_refused),

@@ -4,12 +4,12 @@
  * Every command we send is rendered here from parsed, validated numbers
  * (ports, uids, addresses printed back with inet_ntop): no user text ever
  * reaches the nft parser. Every command names `inet shoji`, nothing else. */
+#include "platform/linux/nftlib_int.h"
 #include "platform/platform.h"
 #include "util/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <nftables/libnftables.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -243,27 +243,31 @@ static int map_nft_error(const char *msg, char *err, size_t errlen)
 }
 
 /* Runs cmd; on success and when out is non-NULL stores nft's output
- * (heap, caller frees). */
+ * (heap, caller frees). libnftables is loaded on the first call
+ * (nftlib_int.h): -ELIBACC when it cannot be. */
 static int nft_run(const char *cmd, char **out, char *err, size_t errlen)
 {
+    const struct nftlib *nft = nftlib_get(err, errlen);
+    if (!nft)
+        return -ELIBACC;
     pthread_mutex_lock(&nft_lock);
-    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    struct nft_ctx *ctx = nft->ctx_new(NFT_CTX_DEFAULT);
     if (!ctx) {
         pthread_mutex_unlock(&nft_lock);
         return util_err(err, errlen, -ENOMEM, "libnftables: cannot create a context");
     }
-    nft_ctx_buffer_output(ctx);
-    nft_ctx_buffer_error(ctx);
+    nft->buffer_output(ctx);
+    nft->buffer_error(ctx);
     int rc = 0;
-    if (nft_run_cmd_from_buffer(ctx, cmd) != 0) {
-        rc = map_nft_error(nft_ctx_get_error_buffer(ctx), err, errlen);
+    if (nft->run_cmd_from_buffer(ctx, cmd) != 0) {
+        rc = map_nft_error(nft->get_error_buffer(ctx), err, errlen);
     } else if (out) {
-        const char *o = nft_ctx_get_output_buffer(ctx);
+        const char *o = nft->get_output_buffer(ctx);
         *out = strdup(o ? o : "");
         if (!*out)
             rc = util_err(err, errlen, -ENOMEM, "out of memory");
     }
-    nft_ctx_free(ctx);
+    nft->ctx_free(ctx);
     pthread_mutex_unlock(&nft_lock);
     return rc;
 }

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -95,11 +96,16 @@ struct platform_proc_cache *platform_proc_cache_new(void)
     struct platform_proc_cache *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->slots = calloc(CACHE_SLOTS, sizeof *c->slots);
-    if (!c->slots) {
+    /* Its own zero-filled mapping: pages become resident as slots are
+     * used, so an idle agent holds none of them (calloc from the heap
+     * clears, and so touches, whatever part of the heap it reuses). */
+    void *slots = mmap(NULL, CACHE_SLOTS * sizeof *c->slots, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (slots == MAP_FAILED) {
         free(c);
         return NULL;
     }
+    c->slots = slots;
     c->nl = -1;
     return c;
 }
@@ -113,7 +119,7 @@ void platform_proc_cache_free(struct platform_proc_cache *c)
     for (size_t i = 0; i < OWNERS; i++)
         owner_drop(&c->owners[i]);
     platform_proc_walk_free(c->walk);
-    free(c->slots);
+    munmap(c->slots, CACHE_SLOTS * sizeof *c->slots);
     free(c);
 }
 
