@@ -111,3 +111,22 @@ def test_idle_explicit_proxy_maps_no_on_demand_library_and_releases_startup_code
     r, _ = https_get(a.port, "good.test", good.port, "/after-release", cafile=a.ca_path)
     assert r.status == 200 and good.marker.encode() in r.body
     assert file_rss_kib(a.pid, "libcrypto.so") > crypto
+
+
+def test_after_a_quiet_spell_the_code_traffic_mapped_is_released_again(agent_factory, origins):
+    """Traffic maps library code back in; after QUIET_TICKS ticks without a
+    new connection or request (60 s; shortened here through
+    SHOJI_TEST_QUIET_TICK_MS) the agent unmaps it again, once, and the next
+    request still works."""
+    a = agent_factory(env={"SHOJI_TEST_QUIET_TICK_MS": "300"}).start()
+    wait_for(lambda: "listening on" in a.stderr(), 20, "the agent's start-up")
+    good = origins["good"]
+    for i in range(3):
+        r, _ = https_get(a.port, "good.test", good.port, "/busy-%d" % i, cafile=a.ca_path)
+        assert r.status == 200
+    busy = file_rss_kib(a.pid, "libcrypto.so")
+    assert busy >= 1024, "traffic should have mapped libcrypto's code back (%d KiB)" % busy
+    wait_for(lambda: file_rss_kib(a.pid, "libcrypto.so") < 1024, 15,
+             "libcrypto's code released after the quiet spell")
+    r, _ = https_get(a.port, "good.test", good.port, "/after-quiet", cafile=a.ca_path)
+    assert r.status == 200 and good.marker.encode() in r.body
