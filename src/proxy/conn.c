@@ -215,6 +215,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
     uv_tcp_nodelay(&s->tcp, 1);
     c->transparent = transparent;
+    c->client_on_loopback_listener = worker_listener_loopback(w, listener);
     if (!transparent && !proxy_client_allowed(sh, &ss)) {
         log_warn("refused a client from %s: not in --allow-clients", c->client_addr);
         conn_close(c);

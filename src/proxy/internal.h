@@ -182,6 +182,7 @@ struct conn {
     int upstream_status;       /* 502/504 for the error page */
     struct conn *next, *prev;  /* the worker's list of connections */
     bool transparent;          /* redirected by nftables, not a proxy client */
+    bool client_on_loopback_listener;   /* accepted on 127/8 or ::1 (local CC set) */
     struct sockaddr_storage orig_dst;  /* transparent: where the client wanted to go */
     char orig_ip[64];          /* orig_dst's address as text */
     bool sni_checked;          /* transparent: the SNI claim was checked */
@@ -252,6 +253,7 @@ struct worker {
     bool has_tlistener;
     uv_tcp_t tlistener6;       /* its IPv6 loopback twin (nftables redirects v6 to ::1) */
     bool has_tlistener6;
+    bool listener_loopback, tlistener_loopback;   /* bound to 127/8 or ::1 */
     uv_async_t wake;           /* stop / reload notifications */
     uv_timer_t pool_timer;
     uv_prepare_t log_flush;    /* access-log batches (worker.c) */
@@ -273,6 +275,10 @@ struct worker {
     char scratch[65536];       /* ciphertext read buffer for TLS streams */
     struct splice_worker *splice;  /* spliced tunnels' epoll and pipe pool (splice.c) */
 };
+
+/* Whether `listener` (one of w's) is bound to a loopback address: its
+ * sockets inherited the local congestion control (worker.c). */
+bool worker_listener_loopback(const struct worker *w, const uv_stream_t *listener);
 
 /* bufpool.c: each stream's plaintext input buffer comes from its worker's
  * small free list of PSTREAM_READ_CHUNK blocks and goes back to it when the

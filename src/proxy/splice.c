@@ -482,7 +482,9 @@ bool splice_tunnel_start(struct conn *c)
     splice_dir_init(&t->dir[0], fcl, fup);
     splice_dir_init(&t->dir[1], fup, fcl);
     t->want[0] = t->want[1] = SPLICE_WANT_READ;
-    (void)splice_local_cc(fcl);   /* best effort: the system's default otherwise */
+    /* A loopback listener's sockets have it already (worker.c). */
+    if (!c->client_on_loopback_listener)
+        (void)splice_local_cc(fcl);   /* best effort: the system's default otherwise */
     t->base_in = c->tunnel_in;
     t->base_out = c->tunnel_out;
     if (sync_masks(t, sw) < 0) {

@@ -114,6 +114,24 @@ static bool is_loopback(const struct sockaddr_storage *a)
     return false;
 }
 
+/* A listening socket bound to a loopback address (not a wildcard one). */
+static bool fd_bound_loopback(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && is_loopback(&ss);
+}
+
+bool worker_listener_loopback(const struct worker *w, const uv_stream_t *listener)
+{
+    if (listener == (const uv_stream_t *)&w->listener)
+        return w->listener_loopback;
+    if (listener == (const uv_stream_t *)&w->tlistener)
+        return w->tlistener_loopback;
+    return listener == (const uv_stream_t *)&w->tlistener6;   /* always ::1 */
+}
+
 /* Never an open relay: loopback clients always, others only when listed. */
 bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer)
 {
@@ -292,6 +310,12 @@ static int open_listener(const struct sockaddr_storage *ss, char *err, size_t er
     }
     if (ss->ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* Every connection accepted here stays on this machine: it inherits
+     * SPLICE_LOCAL_CC (reno) instead of the system's default, whose pacing
+     * (BBR) arms a timer per packet for a link with nothing to pace. Best
+     * effort; splice.c sets it per tunnel for other listeners. */
+    if (is_loopback(ss))
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, SPLICE_LOCAL_CC, sizeof SPLICE_LOCAL_CC - 1);
     socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
         int e = errno;
@@ -460,6 +484,8 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     w->index = index;
     w->sh = sh;
     uv_loop_init(&w->loop);
+    w->listener_loopback = fd_bound_loopback(fd);
+    w->tlistener_loopback = tfd >= 0 && fd_bound_loopback(tfd);
     if (listen_on(w, &w->listener, fd, err, errlen) < 0)
         return -EINVAL;
     if (tfd >= 0) {

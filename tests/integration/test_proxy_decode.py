@@ -1,6 +1,7 @@
 """HTTPS decode: CONNECT to a TLS origin is decoded with a leaf minted by
 the agent's CA that carries the origin certificate's names; a leaf is
 cached on disk and survives a restart."""
+import shutil
 import ssl
 import time
 
@@ -8,7 +9,7 @@ import pytest
 
 from helpers.client import ConnectionClosed, HTTPReader, _request_bytes, peer_cert, tls_via_proxy, https_get
 from helpers.pki import cert_names, load_cert, verify_issued_by
-from helpers.tools import curl_fetch, pem_certs, s_client
+from helpers.tools import curl_fetch, pem_certs, s_client, tcp_cc
 
 
 @pytest.fixture
@@ -325,5 +326,23 @@ def test_origin_reset_mid_body_in_decode_truncates_the_client_response(agent, or
         except (ConnectionClosed, ConnectionError, ssl.SSLError, OSError):
             return  # closed before the announced length: correct
         pytest.fail("complete response from an origin that reset mid-body: %r" % r)
+    finally:
+        tls.close()
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")
+def test_decoded_client_socket_on_the_loopback_listener_does_not_pace(agent, origins):
+    """The agent listens on loopback: its client sockets inherit reno from
+    the listener (no per-packet pacing timer on a leg with no bottleneck),
+    whatever the system default; the connection works as usual."""
+    from helpers.client import connect_tunnel, tls_context
+    good = origins["good"]
+    s, r = connect_tunnel(agent.port, "good.test", good.port)
+    assert r.status == 200
+    tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
+    try:
+        tls.sendall(_request_bytes("GET", "/cc", None, None, "good.test"))
+        assert HTTPReader(tls).response().status == 200
+        assert tcp_cc(agent.port, tls.getsockname()[1]) == "reno"
     finally:
         tls.close()

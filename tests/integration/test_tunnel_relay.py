@@ -15,7 +15,6 @@ agent tunnels it untouched. Its first line is a command:
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import socket
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers.client import connect_tunnel  # noqa: E402
 from helpers.origin import pattern_chunks, pattern_sha256  # noqa: E402
+from helpers.tools import tcp_cc  # noqa: E402
 from helpers.wait import wait_for  # noqa: E402
 
 MIB = 1 << 20
@@ -208,17 +208,6 @@ def test_a_20_mib_download_arrives_intact_and_is_logged_with_its_bytes(agent, bu
                     10, "the tunnel's access-log line")
     assert recs[0]["bytes_in"] == len(cmd), recs[0]
     assert recs[0]["status"] == 200 and recs[0]["mode"] == "tunnel", recs[0]
-
-
-def tcp_cc(local_port, remote_port):
-    """The congestion control `ss` shows for the socket local_port -> remote_port."""
-    out = subprocess.run(["ss", "-tinH", "state", "established",
-                          "( sport = :%d and dport = :%d )" % (local_port, remote_port)],
-                         capture_output=True, text=True, check=True).stdout
-    for name in ("reno", "cubic", "bbr", "dctcp", "vegas", "westwood", "htcp", "bic"):
-        if re.search(r"(^|\s)%s(\s|$)" % name, out):
-            return name
-    return None
 
 
 @pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")

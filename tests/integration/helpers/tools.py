@@ -94,3 +94,16 @@ def s_client(proxy_port, host, port, cafile, request=None, until=None, timeout=2
 def pem_certs(text):
     return [x509.load_pem_x509_certificate(m.encode()) for m in
             re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)]
+
+
+def tcp_cc(local_port, remote_port):
+    """The congestion control `ss` shows for the established TCP socket
+    local_port -> remote_port, or None."""
+    import re
+    out = subprocess.run(["ss", "-tinH", "state", "established",
+                          "( sport = :%d and dport = :%d )" % (local_port, remote_port)],
+                         capture_output=True, text=True, check=True).stdout
+    for name in ("reno", "cubic", "bbr", "dctcp", "vegas", "westwood", "htcp", "bic"):
+        if re.search(r"(^|\s)%s(\s|$)" % name, out):
+            return name
+    return None
