@@ -40,7 +40,7 @@ static void proc_names(const char *pid, char *comm, size_t commlen, char *exe, s
 {
     char p[64];
     comm[0] = exe[0] = '\0';
-    snprintf(p, sizeof p, "/proc/%s/comm", pid);
+    snprintf(p, sizeof p, "/proc/%.20s/comm", pid);   /* a pid: at most 10 digits */
     FILE *f = fopen(p, "re");
     if (f) {
         if (fgets(comm, (int)commlen, f))
@@ -48,7 +48,7 @@ static void proc_names(const char *pid, char *comm, size_t commlen, char *exe, s
         fclose(f);
     }
     char link[4096];
-    snprintf(p, sizeof p, "/proc/%s/exe", pid);
+    snprintf(p, sizeof p, "/proc/%.20s/exe", pid);
     ssize_t r = readlink(p, link, sizeof link - 1);
     if (r > 0) {
         link[r] = '\0';
@@ -152,7 +152,7 @@ static bool find_proc(const struct compat_strs *names, const struct compat_scan 
         }
         for (size_t k = 0; k < names->n; k++)
             if (compat_app_eq(names->v[k], name)) {
-                snprintf(what, whatlen, "process %s (pid %s)", name, pid);
+                snprintf(what, whatlen, "process %.200s (pid %.20s)", name, pid);
                 return true;
             }
     }
