@@ -24,10 +24,11 @@ int util_dl_load(const char *soname, const char *package, const struct util_dl_s
         dlerror();
         void *p = dlsym(h, syms[i].name);
         if (!p) {
-            const char *why = dl_reason();
+            /* The message first: dlclose frees the string dlerror returned. */
+            int rc = util_err(err, errlen, -ELIBACC, "%s has no %s (%s): unsupported version of %s",
+                              soname, syms[i].name, dl_reason(), package);
             dlclose(h);
-            return util_err(err, errlen, -ELIBACC, "%s has no %s (%s): unsupported version of %s",
-                            soname, syms[i].name, why, package);
+            return rc;
         }
         /* POSIX: dlsym's result converts to a function pointer. */
         memcpy((char *)table + syms[i].off, &p, sizeof p);
