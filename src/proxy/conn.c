@@ -212,7 +212,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
     int len = sizeof ss;
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
-    uv_tcp_nodelay(&s->tcp, 1);
+    /* TCP_NODELAY: inherited from the listener (worker.c open_listener) */
     c->transparent = transparent;
     if (!transparent && !proxy_client_allowed(sh, &ss)) {
         log_warn("refused a client from %s: not in --allow-clients", c->client_addr);
@@ -562,9 +562,8 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
 static void upstream_dst(struct conn *c, struct policy_addr *out)
 {
     struct sockaddr_storage ss;
-    int len = sizeof ss;
     memset(out, 0, sizeof *out);
-    if (!c->up || uv_tcp_getpeername(&c->up->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (!c->up || pstream_peer(c->up, &ss) != 0)
         return;
     if (ss.ss_family == AF_INET) {
         out->family = AF_INET;

@@ -60,6 +60,7 @@ struct pstream {
     size_t rx_off;
     const char *ext_p;         /* ciphertext of the read being processed */
     size_t ext_len;
+    struct buf held;           /* TLS records kept back for the next write (tlsbio_hold) */
     bool handshake_done;
     bool want_read;            /* the engine wants bytes */
     bool reading;              /* uv_read_start is active */
@@ -79,6 +80,11 @@ struct pstream {
     /* pool bookkeeping */
     char pool_key[300];
     char peer_addr[64];        /* "ip:port", once asked (sockaddr_fmt_peer) */
+    union {                    /* the peer's address, once asked (pstream_peer) */
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer_sa;
     uint64_t pool_since_ms;
     struct pstream *pool_next, *pool_prev;
 };
@@ -246,6 +252,8 @@ struct worker {
     int index;
     uv_loop_t loop;
     uv_tcp_t listener;
+    struct sockaddr_storage listen_self;   /* its address, if not a wildcard */
+    bool has_listen_self;
     uv_tcp_t tlistener;        /* transparent listener (when configured) */
     bool has_tlistener;
     uv_tcp_t tlistener6;       /* its IPv6 loopback twin (nftables redirects v6 to ::1) */
@@ -291,11 +299,16 @@ void bufpool_drain(struct bufpool *bp);
 #define TLSBIO_TX_KEEP (64u * 1024)        /* tx flushed past this; larger freed */
 #define TLSBIO_TX_MAX (TLSBIO_TX_KEEP + 32u * 1024)
 #define TLSBIO_RX_MAX (256u * 1024)        /* kept ciphertext when reading stops */
+#define TLSBIO_HELD_MAX (4u * 1024)        /* records held back (a TLS 1.3 ticket) */
 int tlsbio_attach(struct pstream *s);              /* after SSL_new */
 void tlsbio_feed(struct pstream *s, const char *data, size_t len);
 int tlsbio_keep_rest(struct pstream *s);           /* copy what the engine left */
 void tlsbio_release(struct pstream *s);            /* drop an empty rx buffer */
 int tlsbio_flush(struct pstream *s);
+/* Keeps what the engine wrote so far (the TLS 1.3 session ticket sent after
+ * the handshake) off the socket: it leaves in front of the stream's next
+ * records (a response, or the close_notify), one segment instead of two. */
+int tlsbio_hold(struct pstream *s);
 void tlsbio_forget(struct pstream *s);             /* the stream is going away */
 int pstream_raw_write(struct pstream *s, const char *data, size_t len);
 
@@ -404,6 +417,9 @@ size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
                           struct sockaddr_storage *out, size_t max);
 void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
+/* The address `s` is connected to, asked of the kernel once per socket (a
+ * pooled upstream serves many connections). 0, or a negative uv error. */
+int pstream_peer(struct pstream *s, struct sockaddr_storage *out);
 bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer);
