@@ -536,7 +536,9 @@ static void on_close(uv_handle_t *h)
     if (s->conn)
         conn_on_stream_closed(s->conn, s);
     tlsbio_forget(s);
-    if (s->ssl)
+    if (s->ssl && s->side == SIDE_CLIENT)
+        tls_server_ssl_free(s->ssl);   /* its session stays resumable */
+    else if (s->ssl)
         SSL_free(s->ssl);
     s->in.len = 0;
     pstream_in_release(s);
