@@ -143,3 +143,23 @@ def test_session_survives_a_client_that_resets_the_connection(agent, origins):
     status, body, _, reused = get_over_tls(agent, good, ctx, "/after-reset", session=sess)
     assert status == 200 and good.marker in body
     assert reused, "the session was dropped when the first connection was reset"
+
+
+
+def test_tls13_suites_of_the_agent_are_openssls_three_aes128_first(agent, origins):
+    """The decoding side accepts the same TLS 1.3 suites as OpenSSL's
+    default; a client offering all three gets AES-128-GCM, and a client
+    offering only AES-256-GCM or ChaCha20 still gets that one."""
+    import subprocess
+    from helpers.tools import clean_env
+    good = origins["good"]
+    for offer, want in [("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+                         "TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+                        ("TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+                        ("TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256")]:
+        cmd = ["openssl", "s_client", "-proxy", "127.0.0.1:%d" % agent.port,
+               "-connect", "good.test:%d" % good.port, "-servername", "good.test",
+               "-CAfile", agent.ca_path, "-tls1_3", "-ciphersuites", offer]
+        p = subprocess.run(cmd, input=b"", capture_output=True, timeout=20, env=clean_env())
+        out = p.stdout.decode("utf-8", "replace")
+        assert "Cipher is %s" % want in out, (offer, out[-1500:], p.stderr[-500:])
