@@ -30,8 +30,8 @@ int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen);
  * ALPN selection that accepts only http/1.1 (and lets a client without ALPN
  * through), session resumption through a bounded in-memory session cache
  * (TLS 1.3 tickets and TLS 1.2 session ids name a cached session).
- * Certificates are set per SSL with SSL_use_certificate + SSL_use_PrivateKey
- * (leaf from tls_mint_leaf, key from tls_minter_leaf_key), chained to the CA
+ * Certificates are set per SSL with SSL_use_cert_and_key (leaf from
+ * tls_mint_leaf, key from tls_minter_leaf_key), chained to the CA
  * certificate. Free its SSLs with tls_server_ssl_free. */
 SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen);
 
