@@ -549,11 +549,11 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
         if (!sn || X509_NAME_get_text_by_NID(sn, NID_commonName, c->cert_name, sizeof c->cert_name) < 0)
             c->cert_name[0] = '\0';
     }
-    if (cert && conn_cert_phase(c, cert))
-        return;   /* a certificate-name exclusion: re-connected as a tunnel */
-    if (cert && !c->verify_failed)
+    if (cert)   /* read once: for the policy and for the leaf */
         tls_names_from_cert(cert, &names);
-    else
+    if (cert && conn_cert_phase(c, &names))
+        return;   /* a certificate-name exclusion: re-connected as a tunnel */
+    if (!cert || c->verify_failed)
         tls_names_from_host(c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host, &names);
     start_client_tls(c, &names);
 }
@@ -610,16 +610,14 @@ static bool cert_decide(struct conn *c, const char *const *names, size_t n,
 
 /* CERT phase: the upstream certificate's names (and the address reached)
  * are known; remember them for the next connection, then decide. */
-bool conn_cert_phase(struct conn *c, X509 *cert)
+bool conn_cert_phase(struct conn *c, const struct tls_names *tn)
 {
-    struct tls_names tn;
-    tls_names_from_cert(cert, &tn);
     const char *names[33];
     size_t n = 0;
-    if (tn.cn[0])
-        names[n++] = tn.cn;
-    for (size_t i = 0; i < tn.n && n < 33; i++)
-        names[n++] = tn.names[i];
+    if (tn->cn[0])
+        names[n++] = tn->cn;
+    for (size_t i = 0; i < tn->n && n < 33; i++)
+        names[n++] = tn->names[i];
     struct policy_addr dst;
     upstream_dst(c, &dst);
     certmemo_put(c->w->sh->certmemo, c->target_host, c->target_port, names, n, &dst,

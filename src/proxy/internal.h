@@ -46,6 +46,7 @@ struct conn;
 struct worker;
 struct splice_tunnel;   /* proxy/splice.h */
 struct splice_worker;
+struct tls_names;      /* tls/mint.h */
 
 enum pstream_side { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
 
@@ -351,7 +352,8 @@ void conn_set_timer(struct conn *c, unsigned ms);
 void conn_start_head(struct conn *c);
 void conn_log_tunnel(struct conn *c, const char *mode, const char *error);
 void conn_fill_facts(struct conn *c, struct policy_facts *f);
-bool conn_cert_phase(struct conn *c, X509 *cert);
+/* The CERT-phase policy on the origin certificate's names (tls_names_from_cert). */
+bool conn_cert_phase(struct conn *c, const struct tls_names *names);
 void conn_client_rejected(struct conn *c, int alert);
 void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v);
