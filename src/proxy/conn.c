@@ -213,7 +213,7 @@ void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent)
     int len = sizeof ss;
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0)
         sockaddr_fmt((struct sockaddr *)&ss, c->client_addr, sizeof c->client_addr);
-    uv_tcp_nodelay(&s->tcp, 1);
+    /* TCP_NODELAY: inherited from the listener (worker.c open_listener) */
     c->transparent = transparent;
     c->client_on_loopback_listener = worker_listener_loopback(w, listener);
     if (!transparent && !proxy_client_allowed(sh, &ss)) {
@@ -551,11 +551,11 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
         if (!sn || X509_NAME_get_text_by_NID(sn, NID_commonName, c->cert_name, sizeof c->cert_name) < 0)
             c->cert_name[0] = '\0';
     }
-    if (cert && conn_cert_phase(c, cert))
-        return;   /* a certificate-name exclusion: re-connected as a tunnel */
-    if (cert && !c->verify_failed)
+    if (cert)   /* read once: for the policy and for the leaf */
         tls_names_from_cert(cert, &names);
-    else
+    if (cert && conn_cert_phase(c, &names))
+        return;   /* a certificate-name exclusion: re-connected as a tunnel */
+    if (!cert || c->verify_failed)
         tls_names_from_host(c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host, &names);
     start_client_tls(c, &names);
 }
@@ -564,9 +564,8 @@ static void on_decode_upstream(struct conn *c, int status, const char *why)
 static void upstream_dst(struct conn *c, struct policy_addr *out)
 {
     struct sockaddr_storage ss;
-    int len = sizeof ss;
     memset(out, 0, sizeof *out);
-    if (!c->up || uv_tcp_getpeername(&c->up->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (!c->up || pstream_peer(c->up, &ss) != 0)
         return;
     if (ss.ss_family == AF_INET) {
         out->family = AF_INET;
@@ -613,16 +612,14 @@ static bool cert_decide(struct conn *c, const char *const *names, size_t n,
 
 /* CERT phase: the upstream certificate's names (and the address reached)
  * are known; remember them for the next connection, then decide. */
-bool conn_cert_phase(struct conn *c, X509 *cert)
+bool conn_cert_phase(struct conn *c, const struct tls_names *tn)
 {
-    struct tls_names tn;
-    tls_names_from_cert(cert, &tn);
     const char *names[33];
     size_t n = 0;
-    if (tn.cn[0])
-        names[n++] = tn.cn;
-    for (size_t i = 0; i < tn.n && n < 33; i++)
-        names[n++] = tn.names[i];
+    if (tn->cn[0])
+        names[n++] = tn->cn;
+    for (size_t i = 0; i < tn->n && n < 33; i++)
+        names[n++] = tn->names[i];
     struct policy_addr dst;
     upstream_dst(c, &dst);
     certmemo_put(c->w->sh->certmemo, c->target_host, c->target_port, names, n, &dst,

@@ -146,6 +146,8 @@ void ident_start(struct conn *c, const struct sockaddr_storage *peer)
         return;
     if (c->transparent)
         self = c->orig_dst;   /* what the client's socket is connected to */
+    else if (w->has_listen_self)
+        self = w->listen_self;   /* bound to one address: the local end */
     else if (uv_tcp_getsockname(&c->client->tcp, (struct sockaddr *)&self, &len) != 0)
         return;
     char err[UTIL_ERRLEN];

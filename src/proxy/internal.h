@@ -46,6 +46,7 @@ struct conn;
 struct worker;
 struct splice_tunnel;   /* proxy/splice.h */
 struct splice_worker;
+struct tls_names;      /* tls/mint.h */
 
 enum pstream_side { SIDE_CLIENT = 0, SIDE_UPSTREAM = 1 };
 
@@ -60,6 +61,7 @@ struct pstream {
     size_t rx_off;
     const char *ext_p;         /* ciphertext of the read being processed */
     size_t ext_len;
+    struct buf held;           /* TLS records kept back for the next write (tlsbio_hold) */
     bool handshake_done;
     bool tls_hot;              /* TLS records moved since the last idle sweep */
     bool tls_bufs_held;        /* OpenSSL may hold record buffers (~34 KiB) */
@@ -81,6 +83,11 @@ struct pstream {
     /* pool bookkeeping */
     char pool_key[300];
     char peer_addr[64];        /* "ip:port", once asked (sockaddr_fmt_peer) */
+    union {                    /* the peer's address, once asked (pstream_peer) */
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer_sa;
     uint64_t pool_since_ms;
     struct pstream *pool_next, *pool_prev;
 };
@@ -249,6 +256,8 @@ struct worker {
     int index;
     uv_loop_t loop;
     uv_tcp_t listener;
+    struct sockaddr_storage listen_self;   /* its address, if not a wildcard */
+    bool has_listen_self;
     uv_tcp_t tlistener;        /* transparent listener (when configured) */
     bool has_tlistener;
     uv_tcp_t tlistener6;       /* its IPv6 loopback twin (nftables redirects v6 to ::1) */
@@ -299,11 +308,16 @@ void bufpool_drain(struct bufpool *bp);
 #define TLSBIO_TX_KEEP (64u * 1024)        /* tx flushed past this; larger freed */
 #define TLSBIO_TX_MAX (TLSBIO_TX_KEEP + 32u * 1024)
 #define TLSBIO_RX_MAX (256u * 1024)        /* kept ciphertext when reading stops */
+#define TLSBIO_HELD_MAX (4u * 1024)        /* records held back (a TLS 1.3 ticket) */
 int tlsbio_attach(struct pstream *s);              /* after SSL_new */
 void tlsbio_feed(struct pstream *s, const char *data, size_t len);
 int tlsbio_keep_rest(struct pstream *s);           /* copy what the engine left */
 void tlsbio_release(struct pstream *s);            /* drop an empty rx buffer */
 int tlsbio_flush(struct pstream *s);
+/* Keeps what the engine wrote so far (the TLS 1.3 session ticket sent after
+ * the handshake) off the socket: it leaves in front of the stream's next
+ * records (a response, or the close_notify), one segment instead of two. */
+int tlsbio_hold(struct pstream *s);
 void tlsbio_forget(struct pstream *s);             /* the stream is going away */
 int pstream_raw_write(struct pstream *s, const char *data, size_t len);
 
@@ -350,7 +364,8 @@ void conn_set_timer(struct conn *c, unsigned ms);
 void conn_start_head(struct conn *c);
 void conn_log_tunnel(struct conn *c, const char *mode, const char *error);
 void conn_fill_facts(struct conn *c, struct policy_facts *f);
-bool conn_cert_phase(struct conn *c, X509 *cert);
+/* The CERT-phase policy on the origin certificate's names (tls_names_from_cert). */
+bool conn_cert_phase(struct conn *c, const struct tls_names *names);
 void conn_client_rejected(struct conn *c, int alert);
 void conn_log_decision(struct conn *c, int status, const char *action,
                        const struct policy_verdict *v);
@@ -416,6 +431,9 @@ size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
                           struct sockaddr_storage *out, size_t max);
 void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
+/* The address `s` is connected to, asked of the kernel once per socket (a
+ * pooled upstream serves many connections). 0, or a negative uv error. */
+int pstream_peer(struct pstream *s, struct sockaddr_storage *out);
 bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer);

@@ -49,6 +49,7 @@ struct pstream *pstream_new(struct worker *w, struct conn *c, enum pstream_side 
     buf_init(&s->in, PSTREAM_IN_MAX);
     buf_init(&s->cork, PSTREAM_CORK_MAX);
     buf_init(&s->rx, TLSBIO_RX_MAX);
+    buf_init(&s->held, TLSBIO_HELD_MAX);
     return s;
 }
 
@@ -156,6 +157,17 @@ static int tls_error_code(struct pstream *s, int ret)
     return -EPROTO;
 }
 
+/* A TLS 1.3 server's handshake ends with the client's Finished, and what it
+ * writes then is only the session ticket. When the client's first request
+ * came with its Finished, a response (or a close) follows at once: the
+ * ticket waits and leaves with it, one write and one segment fewer.
+ * TLS 1.2 ends with the server's own Finished, which is never held. */
+static bool ticket_can_wait(struct pstream *s)
+{
+    return s->side == SIDE_CLIENT && SSL_version(s->ssl) == TLS1_3_VERSION &&
+           BIO_ctrl_pending(s->rbio) > 0;
+}
+
 /* Runs the TLS engine over the ciphertext already fed to rbio: handshake,
  * then decrypt into `in`. Calls out to the conn; returns -1 if the stream
  * got closed while doing so. */
@@ -164,7 +176,7 @@ static int tls_pump(struct pstream *s)
     if (!s->handshake_done) {
         ERR_clear_error();
         int r = SSL_do_handshake(s->ssl);
-        int frc = flush_wbio(s);
+        int frc = r == 1 && ticket_can_wait(s) ? tlsbio_hold(s) : flush_wbio(s);
         if (r == 1) {
             s->handshake_done = true;
             if (s->conn)
@@ -347,10 +359,9 @@ int pstream_write(struct pstream *s, const void *data, size_t len)
     return write_now(s, data, len);
 }
 
-static int write_now(struct pstream *s, const void *data, size_t len)
+/* Encrypts into the stream's pending ciphertext, without sending it. */
+static int tls_encrypt(struct pstream *s, const void *data, size_t len)
 {
-    if (!s->ssl)
-        return pstream_raw_write(s, data, len);
     s->tls_hot = s->tls_bufs_held = true;
     const char *p = data;
     while (len) {
@@ -362,7 +373,15 @@ static int write_now(struct pstream *s, const void *data, size_t len)
         p += r;
         len -= (size_t)r;
     }
-    return flush_wbio(s);
+    return 0;
+}
+
+static int write_now(struct pstream *s, const void *data, size_t len)
+{
+    if (!s->ssl)
+        return pstream_raw_write(s, data, len);
+    int rc = tls_encrypt(s, data, len);
+    return rc < 0 ? rc : flush_wbio(s);
 }
 
 static int tls_setup(struct pstream *s, SSL_CTX *ctx)
@@ -383,7 +402,9 @@ int pstream_tls_server(struct pstream *s, SSL_CTX *ctx, X509 *leaf, EVP_PKEY *ke
     int rc = tls_setup(s, ctx);
     if (rc < 0)
         return rc;
-    if (SSL_use_certificate(s->ssl, leaf) != 1 || SSL_use_PrivateKey(s->ssl, key) != 1)
+    /* One call: the key is matched to the certificate once (EVP_PKEY_eq),
+     * half the cost of SSL_use_certificate + SSL_use_PrivateKey. */
+    if (SSL_use_cert_and_key(s->ssl, leaf, key, NULL, 1) != 1)
         return -EPROTO;
     SSL_set_accept_state(s->ssl);
     return 0;
@@ -429,6 +450,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
      * can destroy the response still in flight to the peer. Read and discard
      * until the peer closes too; the conn's timer bounds the wait. */
     if (status == 0 && !s->eof && s->conn) {
+        if (s->lingering && s->reading)
+            return;   /* reading since the shutdown was asked */
         s->lingering = true;
         s->want_read = true;
         if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0) {
@@ -439,23 +462,37 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     pstream_close(s);
 }
 
+/* Before a shutdown: what the cork holds and, on TLS, the close_notify
+ * alert leave in one write (a short response ending the connection is one
+ * segment, not two). */
 static void send_close_notify(struct pstream *s)
 {
-    if (s->ssl && s->handshake_done) {
-        ERR_clear_error();
-        SSL_shutdown(s->ssl);
-        flush_wbio(s);
+    if (!s->ssl || !s->handshake_done) {
+        pstream_uncork(s);
+        return;
     }
+    s->corked = false;
+    if (s->cork.len && !s->closing && tls_encrypt(s, s->cork.p, s->cork.len) < 0)
+        log_debug("tls: cannot encrypt the last bytes before close_notify");
+    buf_reset(&s->cork);
+    ERR_clear_error();
+    SSL_shutdown(s->ssl);
+    flush_wbio(s);
 }
 
 void pstream_shutdown_close(struct pstream *s)
 {
     if (s->closing || s->shut)
         return;
-    pstream_uncork(s);
     send_close_notify(s);
     s->shut = true;
-    pstream_pause(s);
+    /* Nothing left queued: the FIN goes out before the loop polls again, so
+     * the lingering read starts now, without stopping and restarting the
+     * read (two epoll_ctl calls per connection). */
+    if (s->pending == 0 && s->reading && !s->eof && s->conn)
+        s->lingering = true;
+    else
+        pstream_pause(s);
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req) {
         pstream_close(s);
@@ -478,7 +515,6 @@ void pstream_shutdown_write(struct pstream *s)
 {
     if (s->closing || s->shut)
         return;
-    pstream_uncork(s);
     send_close_notify(s);
     s->shut = true;
     uv_shutdown_t *req = malloc(sizeof *req);
@@ -503,7 +539,9 @@ static void on_close(uv_handle_t *h)
     if (s->conn)
         conn_on_stream_closed(s->conn, s);
     tlsbio_forget(s);
-    if (s->ssl)
+    if (s->ssl && s->side == SIDE_CLIENT)
+        tls_server_ssl_free(s->ssl);   /* its session stays resumable */
+    else if (s->ssl)
         SSL_free(s->ssl);
     s->in.len = 0;
     pstream_in_release(s);

@@ -47,6 +47,21 @@ static int tb_read(BIO *b, char *out, int len)
     return (int)got;
 }
 
+/* Makes `s` the owner of the worker's tx buffer: another stream's bytes go
+ * out first, then what `s` held back leads its new records. */
+static int take_tx(struct pstream *s)
+{
+    struct worker *w = s->w;
+    if (w->tx_owner)
+        tlsbio_flush(w->tx_owner);
+    w->tx_owner = s;
+    if (s->held.len == 0)
+        return 0;
+    int rc = buf_append(&w->tx, s->held.p, s->held.len);
+    buf_free(&s->held);
+    return rc;
+}
+
 static int tb_write(BIO *b, const char *data, int len)
 {
     struct pstream *s = BIO_get_data(b);
@@ -54,13 +69,12 @@ static int tb_write(BIO *b, const char *data, int len)
     if (len <= 0)
         return 0;
     struct worker *w = s->w;
-    if (w->tx_owner && w->tx_owner != s)
-        tlsbio_flush(w->tx_owner);   /* another stream's bytes go first */
-    else if (w->tx_owner == s && w->tx.len + (size_t)len > TLSBIO_TX_KEEP)
+    if (w->tx_owner == s && w->tx.len + (size_t)len > TLSBIO_TX_KEEP)
         tlsbio_flush(s);             /* a bulk write: out in 64 KiB pieces */
+    if (w->tx_owner != s && take_tx(s) < 0)
+        return -1;
     if (buf_append(&w->tx, data, (size_t)len) < 0)
         return -1;
-    w->tx_owner = s;
     return len;
 }
 
@@ -155,11 +169,23 @@ void tlsbio_release(struct pstream *s)
     }
 }
 
-int tlsbio_flush(struct pstream *s)
+int tlsbio_hold(struct pstream *s)
 {
     struct worker *w = s->w;
     if (w->tx_owner != s || w->tx.len == 0)
         return 0;
+    if (buf_append(&s->held, w->tx.p, w->tx.len) < 0)
+        return tlsbio_flush(s);      /* more than a ticket: send it now */
+    w->tx_owner = NULL;
+    w->tx.len = 0;
+    return 0;
+}
+
+int tlsbio_flush(struct pstream *s)
+{
+    struct worker *w = s->w;
+    if (w->tx_owner != s || w->tx.len == 0)
+        return 0;   /* what is held waits for the stream's next records */
     w->tx_owner = NULL;
     int rc = pstream_raw_write(s, w->tx.p, w->tx.len);
     w->tx.len = 0;
@@ -176,6 +202,7 @@ void tlsbio_forget(struct pstream *s)
         w->tx.len = 0;
     }
     buf_free(&s->rx);
+    buf_free(&s->held);
     s->rx_off = 0;
     s->ext_p = NULL;
     s->ext_len = 0;

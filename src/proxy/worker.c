@@ -163,12 +163,26 @@ static int parse_allow(struct proxy_shared *sh, const char *list, char *err, siz
     return 0;
 }
 
+int pstream_peer(struct pstream *s, struct sockaddr_storage *out)
+{
+    if (s->peer_sa.sa.sa_family == AF_UNSPEC) {
+        int len = sizeof s->peer_sa;
+        int r = uv_tcp_getpeername(&s->tcp, &s->peer_sa.sa, &len);
+        if (r != 0) {
+            s->peer_sa.sa.sa_family = AF_UNSPEC;
+            return r;
+        }
+    }
+    memset(out, 0, sizeof *out);
+    memcpy(out, &s->peer_sa, sizeof s->peer_sa);
+    return 0;
+}
+
 void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap)
 {
     if (!s->peer_addr[0]) {   /* asked once per socket: pooled ones are asked again */
         struct sockaddr_storage ss;
-        int len = sizeof ss;
-        if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) != 0)
+        if (pstream_peer(s, &ss) != 0)
             return;
         sockaddr_fmt((struct sockaddr *)&ss, s->peer_addr, sizeof s->peer_addr);
     }
@@ -303,6 +317,9 @@ static int open_listener(const struct sockaddr_storage *ss, char *err, size_t er
         return util_err(err, errlen, -errno, "socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+     * setsockopt here instead of one per connection. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
         int e = errno;
         close(fd);
@@ -478,6 +495,24 @@ static int listen_on(struct worker *w, uv_tcp_t *h, int fd, char *err, size_t er
     return 0;
 }
 
+/* The explicit listener's own address, when it is one address (not a
+ * wildcard): every connection it accepts has that local end, so the process
+ * lookup needs no getsockname per connection (proxy/ident.c). */
+static void listener_self(struct worker *w, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    w->has_listen_self = false;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        w->has_listen_self = ((struct sockaddr_in *)&ss)->sin_addr.s_addr != htonl(INADDR_ANY);
+    else if (ss.ss_family == AF_INET6)
+        w->has_listen_self = !IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+    if (w->has_listen_self)
+        w->listen_self = ss;
+}
+
 static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int fd, int tfd,
                        int tfd6, char *err, size_t errlen)
 {
@@ -488,6 +523,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     w->tlistener_loopback = tfd >= 0 && fd_bound_loopback(tfd);
     if (listen_on(w, &w->listener, fd, err, errlen) < 0)
         return -EINVAL;
+    listener_self(w, fd);
     if (tfd >= 0) {
         if (listen_on(w, &w->tlistener, tfd, err, errlen) < 0)
             return -EINVAL;

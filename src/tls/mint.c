@@ -577,6 +577,25 @@ static X509 *mint(struct tls_minter *m, const struct tls_names *names, time_t no
     return x;
 }
 
+/* A certificate signed in this process is encoded afresh by every i2d_X509,
+ * and every handshake sends the leaf (~55,000 instructions each time);
+ * parsed back from its DER, it keeps that encoding, as one read from the
+ * disk cache does. On failure the original is kept. */
+static X509 *with_cached_der(X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    const unsigned char *p = der;
+    X509 *y = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    if (!y) {
+        ERR_clear_error();
+        return x;
+    }
+    X509_free(x);
+    return y;
+}
+
 X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
                     char *err, size_t errlen)
 {
@@ -605,8 +624,8 @@ X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
     }
     cache_path(m, key, path, sizeof path);
     bool from_disk = (x = disk_lookup(m, path, now, &not_after)) != NULL;
-    if (!x)
-        x = mint(m, names, now, &not_after, err, errlen);
+    if (!x && (x = mint(m, names, now, &not_after, err, errlen)) != NULL)
+        x = with_cached_der(x);
     if (x && !from_disk)
         disk_enqueue(m, path, x);
     if (x) {

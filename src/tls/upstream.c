@@ -319,17 +319,24 @@ SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen)
         return ctx_fail(NULL, err, errlen, "cannot create a TLS server context");
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
         return ctx_fail(ctx, err, errlen, "cannot require TLS 1.2");
-    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+    /* Sessions stay here, in a bounded cache, and a client's ticket (TLS
+     * 1.3) or session id (TLS 1.2) only names one: stateless tickets cost
+     * every new connection four ASN.1 passes over the session, an AES
+     * encryption and an HMAC (about 4% of its CPU), and their key is random
+     * per process anyway, so they would not outlive a restart either.
+     * OpenSSL uses a TLS 1.3 stateful ticket once; the resumed connection
+     * gets a fresh one. */
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_NO_TICKET);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     if (!SSL_CTX_set_ciphersuites(ctx, TLS_TLS13_SUITES))
         return ctx_fail(ctx, err, errlen, "cannot set the TLS 1.3 cipher suites");
     /* One TLS 1.3 ticket per handshake, not OpenSSL's two: a client resumes
      * with one (browsers keep one per site), and each ticket costs a key
-     * derivation, an encryption and a record on every new connection. */
+     * derivation and a record on every new connection. */
     SSL_CTX_set_num_tickets(ctx, 1);
-    /* Session ids (TLS 1.2 resumption without tickets): a bounded cache,
-     * not OpenSSL's 20,480 sessions held in memory. */
+    /* A bounded cache (the sessions of 1,024 recent handshakes), not
+     * OpenSSL's 20,480 sessions held in memory. */
     SSL_CTX_sess_set_cache_size(ctx, 1024);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
     if (ca_cert) {
@@ -340,4 +347,13 @@ SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen)
         }
     }
     return ctx;
+}
+
+void tls_server_ssl_free(SSL *ssl)
+{
+    if (!ssl)
+        return;
+    if (SSL_is_init_finished(ssl))
+        SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+    SSL_free(ssl);
 }

@@ -28,9 +28,17 @@ int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen);
 
 /* A server SSL_CTX for the client side of decoded connections: TLS 1.2+,
  * ALPN selection that accepts only http/1.1 (and lets a client without ALPN
- * through), session tickets on. Certificates are set per SSL with
- * SSL_use_certificate + SSL_use_PrivateKey (leaf from tls_mint_leaf, key from
- * tls_minter_leaf_key), chained to the CA certificate. */
+ * through), session resumption through a bounded in-memory session cache
+ * (TLS 1.3 tickets and TLS 1.2 session ids name a cached session).
+ * Certificates are set per SSL with SSL_use_cert_and_key (leaf from
+ * tls_mint_leaf, key from tls_minter_leaf_key), chained to the CA
+ * certificate. Free its SSLs with tls_server_ssl_free. */
 SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen);
+
+/* SSL_free for an SSL of that context. OpenSSL drops a session from the
+ * cache when its connection ends without our close_notify (a TLS 1.0 rule;
+ * TLS 1.1 and later allow resuming it), which would make a client's ticket
+ * useless after a reset or a timeout: the session is kept instead. */
+void tls_server_ssl_free(SSL *ssl);
 
 #endif

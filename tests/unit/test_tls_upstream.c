@@ -137,7 +137,7 @@ static int verdict(struct fx *f, const char *host, X509 *cert, EVP_PKEY *key, ch
     SSL *c = handshake(f, host, cert, key, NULL, 0, &s);
     int rc = tls_upstream_verify_result(c, reason, cap);
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     return rc;
 }
 
@@ -162,7 +162,7 @@ static void test_minted_leaf_from_trusted_ca_verifies_and_speaks_http11(void **s
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c);
     assert_true(sk_X509_num(chain) >= 2);
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     X509_free(leaf);
 }
 
@@ -260,12 +260,12 @@ static void test_server_accepts_only_http11_and_clients_without_alpn(void **stat
     assert_int_equal(plen, 8);
     assert_memory_equal(proto, "http/1.1", 8);
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     c = handshake(f, "alpn.example", leaf, k, "\x02h2", 3, &s);   /* h2 only: no ALPN */
     SSL_get0_alpn_selected(c, &proto, &plen);
     assert_int_equal(plen, 0);
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     X509_free(leaf);
 }
 
@@ -281,19 +281,19 @@ static void test_second_connection_to_same_host_resumes_the_session(void **state
     c = handshake(f, "resume.example", leaf, k, NULL, 0, &s);
     assert_false(SSL_session_reused(c));
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     c = handshake(f, "resume.example", leaf, k, NULL, 0, &s);
     assert_true(SSL_session_reused(c));
     assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), 0);
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     /* another host does not get that session */
     tls_names_from_host("fresh.example", &n);
     X509 *leaf2 = tls_mint_leaf(f->m, &n, f->err, sizeof f->err);
     c = handshake(f, "fresh.example", leaf2, k, NULL, 0, &s);
     assert_false(SSL_session_reused(c));
     SSL_free(c);
-    SSL_free(s);
+    tls_server_ssl_free(s);
     X509_free(leaf);
     X509_free(leaf2);
 }
