@@ -153,7 +153,7 @@ start_squid() {
   /usr/lib/squid/security_file_certgen -c -s "$d/ssl_db" -M 16MB >/dev/null
   chown -R proxy:proxy "$d"
   cat > "$d/squid.conf" <<EOF
-workers $NCPU
+workers $SQUID_WORKERS
 http_port 127.0.0.1:$P_SQUID ssl-bump tls-cert=$d/ca.pem generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
 sslcrtd_program /usr/lib/squid/security_file_certgen -s $d/ssl_db -M 16MB
 sslcrtd_children 8 startup=2 idle=1

@@ -247,7 +247,7 @@ tunnel_ab() {
     "$bin" ca init --state-dir "$W/ab$v" >/dev/null
     # shellcheck disable=SC2086
     env $envs "$bin" run --listen 127.0.0.1:$port --state-dir "$W/ab$v" --policy "$W/shoji/policy.json" \
-      --upstream-ca "$W/pki/ca.crt" --access-log /dev/null --workers "$NCPU" \
+      --upstream-ca "$W/pki/ca.crt" --access-log /dev/null --workers "$SHOJI_WORKERS" \
       >"$W/ab$v.log" 2>&1 &
     pids+=($!)
     wait_port $port 120
