@@ -239,19 +239,42 @@ static int copy_file(const char *from, const char *to)
     return rc;
 }
 
+/* A copy of curl named NTRTSCAN in a temporary directory, and a local
+ * listener with its URL: false when there is no curl to copy. */
+struct renamed_curl {
+    char dir[32], exe[64], url[64];
+    int lfd;
+};
+
+static bool renamed_curl_make(struct renamed_curl *r)
+{
+    const char *curl = find_curl();
+    if (!curl)
+        return false;
+    snprintf(r->dir, sizeof r->dir, "/tmp/shoji-proc-XXXXXX");
+    assert_non_null(mkdtemp(r->dir));
+    snprintf(r->exe, sizeof r->exe, "%s/NTRTSCAN", r->dir);
+    assert_int_equal(copy_file(curl, r->exe), 0);
+    r->lfd = listen_on(AF_INET, "127.0.0.1", 0);
+    snprintf(r->url, sizeof r->url, "http://127.0.0.1:%u/", port_of(r->lfd));
+    return true;
+}
+
+static void renamed_curl_remove(const struct renamed_curl *r)
+{
+    unlink(r->exe);
+    rmdir(r->dir);
+}
+
 /* The vendor note's case: Trend Micro's scanner, NTRTSCAN, must be
  * recognised by name. A copy of curl under that name stands in for it. */
 static void test_renamed_curl_is_recognised_as_NTRTSCAN(void **state)
 {
-    const char *curl = find_curl();
-    if (!curl)
+    struct renamed_curl rc_;
+    if (!renamed_curl_make(&rc_))
         skip();
-    char dir[] = "/tmp/shoji-proc-XXXXXX", exe[64], url[64];
-    assert_non_null(mkdtemp(dir));
-    snprintf(exe, sizeof exe, "%s/NTRTSCAN", dir);
-    assert_int_equal(copy_file(curl, exe), 0);
-    int lfd = listen_on(AF_INET, "127.0.0.1", 0);
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/", port_of(lfd));
+    const char *exe = rc_.exe, *url = rc_.url;
+    int lfd = rc_.lfd;
     pid_t kid = fork();
     assert_true(kid >= 0);
     if (kid == 0) {
@@ -271,8 +294,7 @@ static void test_renamed_curl_is_recognised_as_NTRTSCAN(void **state)
                       : -1;
     kill(kid, SIGKILL);
     waitpid(kid, NULL, 0);
-    unlink(exe);
-    rmdir(dir);
+    renamed_curl_remove(&rc_);
     assert_int_equal(arc, 0);
     if (rc != 0)
         fail_msg("lookup failed: %d %s", rc, err);
@@ -417,15 +439,11 @@ static pid_t spawn_named(const char *name, uint16_t port, const int hold[2], con
  * its pid; the next connection must carry the new name. */
 static void test_exec_into_a_renamed_binary_changes_the_name_at_once(void **state)
 {
-    const char *curl = find_curl();
-    if (!curl)
+    struct renamed_curl rc_;
+    if (!renamed_curl_make(&rc_))
         skip();
-    char dir[] = "/tmp/shoji-proc-XXXXXX", exe[64], url[64];
-    assert_non_null(mkdtemp(dir));
-    snprintf(exe, sizeof exe, "%s/NTRTSCAN", dir);
-    assert_int_equal(copy_file(curl, exe), 0);
-    int lfd = listen_on(AF_INET, "127.0.0.1", 0), go[2];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/", port_of(lfd));
+    const char *exe = rc_.exe, *url = rc_.url;
+    int lfd = rc_.lfd, go[2];
     assert_int_equal(pipe(go), 0);
     pid_t kid = spawn_named("before-exec", port_of(lfd), go, exe, url);
     close(go[0]);
@@ -442,8 +460,7 @@ static void test_exec_into_a_renamed_binary_changes_the_name_at_once(void **stat
     int rc2 = arc == 0 ? lookup_pair(c, &b, &pr) : -1;
     kill(kid, SIGKILL);
     waitpid(kid, NULL, 0);
-    unlink(exe);
-    rmdir(dir);
+    renamed_curl_remove(&rc_);
     assert_int_equal(rc1, 0);
     assert_int_equal(pid1, kid);
     assert_string_equal(first, "before-exec");

@@ -74,6 +74,22 @@ static void link_close(struct link *k)
 static unsigned char pat(uint64_t i) { return (unsigned char)(i * 131 + (i >> 9)); }
 
 /* Writes pattern bytes [*off, *off + n) to fd as far as it takes them. */
+/* A source link a->b, a destination link c->d, a pipe pool and the
+ * direction b -> c under test: what every relay test starts from. */
+static void rig_open(struct link *k, struct splice_pool *p, struct splice_dir *d, int dst_bufsz)
+{
+    link_open(k, dst_bufsz);
+    splice_pool_init(p, SPLICE_PIPE_SIZE);
+    splice_dir_init(d, k->b, k->c);
+}
+
+static void rig_close(struct link *k, struct splice_pool *p, struct splice_dir *d)
+{
+    splice_dir_release(d, p);
+    splice_pool_clear(p);
+    link_close(k);
+}
+
 static void put(int fd, uint64_t *off, uint64_t end)
 {
     unsigned char b[65536];
@@ -142,11 +158,9 @@ static void test_bytes_move_intact_and_an_idle_direction_holds_nothing(void **st
 {
     (void)state;
     struct link k;
-    link_open(&k, 0);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 0);
     uint64_t sent = 0, got = 0, total = 8u << 20;
     for (int i = 0; i < 100000 && got < total; i++) {
         put(k.a, &sent, total);
@@ -163,20 +177,16 @@ static void test_bytes_move_intact_and_an_idle_direction_holds_nothing(void **st
     assert_null(d.copy);
     assert_true(p.nfree >= 1);
     assert_true(p.created <= 2);
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_a_full_destination_parks_the_bytes_and_stops_reading(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 16384);   /* small buffers on the destination */
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 16384);   /* small buffers on the destination */
     uint64_t sent = 0, got = 0, total = 32u << 20;
     int rc = SPLICE_WANT_READ;
     for (int i = 0; i < 1000 && rc != SPLICE_WANT_WRITE; i++) {
@@ -197,20 +207,16 @@ static void test_a_full_destination_parks_the_bytes_and_stops_reading(void **sta
         splice_dir_pump(&d, &p, SPLICE_BUDGET);
     }
     assert_int_equal(got, total);
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_eof_is_passed_on_after_the_pipe_drains(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 0);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 0);
     uint64_t sent = 0, got = 0, total = 300000;
     put(k.a, &sent, total);
     assert_int_equal(sent, total);
@@ -232,20 +238,16 @@ static void test_eof_is_passed_on_after_the_pipe_drains(void **state)
     char ch;
     assert_int_equal(recv(k.c, &ch, 1, 0), 1);
     assert_int_equal(splice_dir_pump(&d, &p, SPLICE_BUDGET), SPLICE_DONE);   /* stays done */
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_a_reset_source_is_an_error(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 0);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 0);
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
     setsockopt(k.a, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(k.a);   /* RST */
@@ -254,20 +256,16 @@ static void test_a_reset_source_is_an_error(void **state)
     int rc = splice_dir_pump(&d, &p, SPLICE_BUDGET);
     assert_int_equal(rc, -ECONNRESET);
     assert_int_equal(d.pipe.rd, -1);   /* nothing held after the error */
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_release_with_bytes_in_flight_closes_the_pipe(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 16384);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 16384);
     uint64_t sent = 0, total = 32u << 20;
     int rc = SPLICE_WANT_READ;
     for (int i = 0; i < 1000 && rc != SPLICE_WANT_WRITE; i++) {
@@ -290,11 +288,9 @@ static void test_without_pipes_it_copies_instead(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 0);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 0);
     /* no descriptor left for a pipe: EMFILE */
     struct rlimit old, low;
     getrlimit(RLIMIT_NOFILE, &old);
@@ -325,20 +321,16 @@ static void test_without_pipes_it_copies_instead(void **state)
     }
     assert_int_equal(got, total);
     assert_true(p.created > 0);
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_small_messages_are_copied_and_bulk_is_spliced(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 0);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 0);
     uint64_t sent = 0, got = 0;
     for (int i = 0; i < 50; i++) {   /* an interactive exchange: 300 bytes at a time */
         put(k.a, &sent, sent + 300);
@@ -359,20 +351,16 @@ static void test_small_messages_are_copied_and_bulk_is_spliced(void **state)
     assert_int_equal(got, end);
     assert_true(p.created > 0);       /* bulk went through a pipe */
     assert_int_equal(d.moved, end);
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static void test_small_messages_to_a_full_destination_are_parked_in_order(void **state)
 {
     (void)state;
     struct link k;
-    link_open(&k, 16384);
     struct splice_pool p;
-    splice_pool_init(&p, SPLICE_PIPE_SIZE);
     struct splice_dir d;
-    splice_dir_init(&d, k.b, k.c);
+    rig_open(&k, &p, &d, 16384);
     uint64_t sent = 0, got = 0;
     int rc = SPLICE_WANT_READ;
     for (int i = 0; i < 100000 && rc != SPLICE_WANT_WRITE; i++) {
@@ -392,9 +380,7 @@ static void test_small_messages_to_a_full_destination_are_parked_in_order(void *
     }
     assert_int_equal(got, sent);
     assert_null(d.copy);
-    splice_dir_release(&d, &p);
-    splice_pool_clear(&p);
-    link_close(&k);
+    rig_close(&k, &p, &d);
 }
 
 static struct sockaddr_storage v4(const char *ip)
