@@ -80,16 +80,6 @@ class BulkServer:
             b += d
         return b.decode().split()
 
-    @staticmethod
-    def _drain(c):
-        h, n = hashlib.sha256(), 0
-        while True:
-            d = c.recv(256 * 1024)
-            if not d:
-                return n, h.hexdigest()
-            h.update(d)
-            n += len(d)
-
     def _send(self, c, peer, n):
         for chunk in pattern_chunks(n, 256 * 1024):
             c.sendall(chunk)
@@ -101,7 +91,7 @@ class BulkServer:
             c.settimeout(60)
             cmd = self._line(c)
             if cmd[:1] == ["sink"]:
-                n, digest = self._drain(c)
+                n, digest = recv_all(c)
                 c.sendall(b"%d %s\n" % (n, digest.encode()))
             elif cmd[:1] == ["source"]:
                 self._send(c, peer, int(cmd[1]))
@@ -115,7 +105,7 @@ class BulkServer:
                 self._send(c, peer, int(cmd[1]))
                 c.shutdown(socket.SHUT_WR)
                 with self._lock:
-                    self.results[peer] = self._drain(c)
+                    self.results[peer] = recv_all(c)
             elif cmd[:1] == ["hold"]:
                 while c.recv(4096):
                     pass
