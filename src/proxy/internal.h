@@ -435,6 +435,8 @@ void sockaddr_fmt_peer(struct pstream *s, char *out, size_t cap);
  * pooled upstream serves many connections). 0, or a negative uv error. */
 int pstream_peer(struct pstream *s, struct sockaddr_storage *out);
 bool sockaddr_same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* 127/8, ::1 or ::ffff:127/104. */
+bool sockaddr_is_loopback(const struct sockaddr_storage *a);
 bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer);
 

@@ -246,21 +246,9 @@ int splice_dir_pump(struct splice_dir *d, struct splice_pool *p, size_t budget)
 
 /* ---- the client's leg on this host ----------------------------------------------- */
 
-static bool addr_loopback(const struct sockaddr_storage *a)
-{
-    if (a->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
-    if (a->ss_family != AF_INET6)
-        return false;
-    const struct in6_addr *v6 = &((const struct sockaddr_in6 *)a)->sin6_addr;
-    if (IN6_IS_ADDR_LOOPBACK(v6))
-        return true;
-    return IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127;
-}
-
 bool splice_peer_is_local(const struct sockaddr_storage *self, const struct sockaddr_storage *peer)
 {
-    return addr_loopback(peer) || (self && sockaddr_same_ip(self, peer));
+    return sockaddr_is_loopback(peer) || (self && sockaddr_same_ip(self, peer));
 }
 
 int splice_local_cc(int fd)
@@ -271,7 +259,7 @@ int splice_local_cc(int fd)
     memset(&peer, 0, sizeof peer);
     if (getpeername(fd, (struct sockaddr *)&peer, &lp) < 0)
         return -errno;
-    bool local = addr_loopback(&peer);
+    bool local = sockaddr_is_loopback(&peer);
     if (!local && getsockname(fd, (struct sockaddr *)&self, &ls) == 0)
         local = splice_peer_is_local(&self, &peer);
     if (!local)

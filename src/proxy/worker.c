@@ -102,7 +102,7 @@ static bool cidr_has(const struct platform_cidr *c, const struct sockaddr_storag
     return true;
 }
 
-static bool is_loopback(const struct sockaddr_storage *a)
+bool sockaddr_is_loopback(const struct sockaddr_storage *a)
 {
     if (a->ss_family == AF_INET)
         return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
@@ -120,7 +120,7 @@ static bool fd_bound_loopback(int fd)
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     memset(&ss, 0, sizeof ss);
-    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && is_loopback(&ss);
+    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && sockaddr_is_loopback(&ss);
 }
 
 bool worker_listener_loopback(const struct worker *w, const uv_stream_t *listener)
@@ -135,7 +135,7 @@ bool worker_listener_loopback(const struct worker *w, const uv_stream_t *listene
 /* Never an open relay: loopback clients always, others only when listed. */
 bool proxy_client_allowed(const struct proxy_shared *sh, const struct sockaddr_storage *peer)
 {
-    if (is_loopback(peer))
+    if (sockaddr_is_loopback(peer))
         return true;
     for (size_t i = 0; i < sh->nallow; i++)
         if (cidr_has(&sh->allow[i], peer))
@@ -331,7 +331,7 @@ static int open_listener(const struct sockaddr_storage *ss, char *err, size_t er
      * SPLICE_LOCAL_CC (reno) instead of the system's default, whose pacing
      * (BBR) arms a timer per packet for a link with nothing to pace. Best
      * effort; splice.c sets it per tunnel for other listeners. */
-    if (is_loopback(ss))
+    if (sockaddr_is_loopback(ss))
         (void)setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, SPLICE_LOCAL_CC, sizeof SPLICE_LOCAL_CC - 1);
     socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
@@ -836,7 +836,7 @@ static int open_listeners(struct main_ctx *m, const struct sockaddr_storage *ss,
             return fd[0];
         if (tss && (fd[1] = open_listener(tss, err, errlen)) < 0)
             return fd[1];
-        if (tss && tss->ss_family == AF_INET && is_loopback(tss)) {
+        if (tss && tss->ss_family == AF_INET && sockaddr_is_loopback(tss)) {
             /* nftables redirects IPv6 to ::1: listen there on the same port
              * too (quietly skipped where the machine has no IPv6). */
             struct sockaddr_storage v6;
@@ -875,7 +875,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
         return rc;
     if (cfg->transparent && (rc = parse_listen(cfg->transparent, &tss, err, errlen)) < 0)
         return rc;
-    if (!is_loopback(&ss) && !cfg->allow_clients)
+    if (!sockaddr_is_loopback(&ss) && !cfg->allow_clients)
         return util_err(err, errlen, -EPERM,
                         "--listen %s is not a loopback address: name the client networks allowed "
                         "to use it with --allow-clients CIDR[,CIDR...] (shoji is never an open relay)",
