@@ -22,8 +22,12 @@ profile_case() { # CASE loadgen-args...
   # warm: leaf minted and cached, process lookup cache filled
   "$BUILD/loadgen" --label warm --proxy 127.0.0.1:$P_SHOJI --target "$ORIGIN:443" \
     --cafile "$CAS" --mode new -c 1 -n 3 -t 60 >/dev/null 2>&1 || true
-  "$BUILD/loadgen" --label "profile/$case/1" --proxy 127.0.0.1:$P_SHOJI \
-    --watch "$pid" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  if [ "$case" = first ]; then
+    first_client profile/first "$pid" 1 "$FIRST_TOTAL" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  else
+    "$BUILD/loadgen" --label "profile/$case/1" --proxy 127.0.0.1:$P_SHOJI \
+      --watch "$pid" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  fi
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   {
@@ -53,6 +57,7 @@ profile_all() {
       new) profile_case new --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode new -c 2 -n 200 -t 120 --expect-len 1024 ;;
       tunnel) profile_case tunnel --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 2 -n 200 -t 120 --expect-len 1024 ;;
       http) profile_case http --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 4 -n 4000 -t 120 --expect-len 1024 ;;
+      first) profile_case first ;;
     esac
   done
 }
@@ -67,8 +72,12 @@ perf_case() { # CASE SECONDS loadgen-args...
   perf record -e cpu-clock -F 4000 -p "$SHOJI_PID" -o "$data" -- sleep "$secs" \
     >/dev/null 2>&1 &
   local ppid=$!
-  "$BUILD/loadgen" --label "perf/$case/1" --proxy 127.0.0.1:$P_SHOJI \
-    --watch "$SHOJI_PID" -t "$((secs - 1))" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  if [ "$case" = first ]; then
+    first_client perf/first "$SHOJI_PID" 1 "$FIRST_TOTAL" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  else
+    "$BUILD/loadgen" --label "perf/$case/1" --proxy 127.0.0.1:$P_SHOJI \
+      --watch "$SHOJI_PID" -t "$((secs - 1))" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  fi
   wait "$ppid" || true
   {
     echo "# perf cpu-clock profile of shoji ($NCPU workers), case $case: loadgen $*"
@@ -78,6 +87,16 @@ perf_case() { # CASE SECONDS loadgen-args...
     perf report -i "$data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -70 || true
   } > "$ROOT/bench/results/perf-$case.txt"
   log "perf $case: bench/results/perf-$case.txt"
+}
+
+# first-contact client for the profile cases: one firstconn series over the
+# never-seen names FROM..TO (new1..newFIRST_TOTAL exist in the namespace).
+first_client() { # LABEL PID FROM TO
+  local names
+  names=$(seq "$3" "$4" | sed 's/.*/new&.bench.test/' | paste -sd,)
+  "$BUILD/firstconn" --label "$1" --proxy 127.0.0.1:$P_SHOJI \
+    --proxy-ca "$W/shoji/state/ca.crt" --origin-ca "$W/pki/ca.crt" --names "$names" \
+    --warm-host "$ORIGIN" --warm 5 --path /1k --expect-len 1024 -t 300 --watch "$2"
 }
 
 # origin, release shoji (all workers) and a warm leaf, for perf and strace
@@ -104,6 +123,7 @@ perf_all() {
       tunnel) perf_case tunnel 8 --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 8 --expect-len 1024 ;;
       tbulk) perf_case tbulk 8 --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode bulk -c 2 --path /10m --expect-len 10485760 ;;
       http) perf_case http 8 --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 16 --expect-len 1024 ;;
+      first) perf_case first 30 ;;
     esac
   done
 }
@@ -117,13 +137,41 @@ strace_case() { # CASE loadgen-args...
   strace -c -f -o "$out" -p "$SHOJI_PID" >/dev/null 2>&1 &
   local spid=$!
   sleep 1
-  "$BUILD/loadgen" --label "strace/$case/1" --proxy 127.0.0.1:$P_SHOJI \
-    --watch "$SHOJI_PID" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  if [ "$case" = first ]; then
+    first_client strace/first "$SHOJI_PID" 1 "$FIRST_TOTAL" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  else
+    "$BUILD/loadgen" --label "strace/$case/1" --proxy 127.0.0.1:$P_SHOJI \
+      --watch "$SHOJI_PID" "$@" | tee -a "$W/prof/loadgen.jsonl" >&2 || true
+  fi
   kill -INT "$spid"
   wait "$spid" 2>/dev/null || true
   { echo "# strace -c of shoji ($NCPU workers), case $case: loadgen $*"; cat "$out"; } \
     > "$ROOT/bench/results/strace-$case.txt"
   log "strace $case: bench/results/strace-$case.txt"
+}
+
+# BENCH_PROFILE_CASES=timeline: one first-contact series of a few names with
+# shoji, nginx and the client all under strace -f -ttt -T, merged into one
+# time line (bench/results/timeline-first.txt): where the wall time of a
+# first contact goes between the three processes.
+timeline_first() {
+  local out=$W/prof/tl
+  mkdir -p "$W/prof"
+  strace -f -ttt -T -o "$out.shoji" -p "$SHOJI_PID" >/dev/null 2>&1 &
+  local s1=$!
+  local np
+  np=$(cat "$W/nginx/nginx.pid")
+  strace -f -ttt -T -o "$out.nginx" -p "$np" $(pgrep -P "$np" | sed 's/^/-p /') >/dev/null 2>&1 &
+  local s2=$!
+  sleep 1
+  strace -f -ttt -T -o "$out.client" "$BUILD/firstconn" --label tl --proxy 127.0.0.1:$P_SHOJI \
+    --proxy-ca "$W/shoji/state/ca.crt" --origin-ca "$W/pki/ca.crt" \
+    --names "$(seq 1 "$FIRST_TOTAL" | sed 's/.*/new&.bench.test/' | paste -sd,)" \
+    --warm-host "$ORIGIN" --warm 2 --path /1k --expect-len 1024 -t 60 >&2 || true
+  kill -INT "$s1" "$s2"; wait "$s1" "$s2" 2>/dev/null || true
+  for k in shoji nginx client; do sed "s/^/$k /" "$out.$k"; done |
+    sort -k3,3n > "$ROOT/bench/results/timeline-first.txt"
+  log "timeline: bench/results/timeline-first.txt"
 }
 
 strace_all() {
@@ -136,6 +184,8 @@ strace_all() {
       tunnel) strace_case tunnel --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
       tbulk) strace_case tbulk --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode bulk -c 2 -n 100 -t 60 --path /10m --expect-len 10485760 ;;
       http) strace_case http --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;
+      first) strace_case first ;;
+      timeline) timeline_first ;;
     esac
   done
 }

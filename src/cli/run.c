@@ -31,6 +31,9 @@ static void usage(FILE *f)
             "                         (required for one: shoji is never an open relay)\n"
             "  --workers N            event-loop threads (default: the number of cores)\n"
             "  --max-connections N    client connections at once; past it: 503 (default 16384)\n"
+            "  --early-connect PORTS  CONNECT targets on these ports (comma-separated, at most 8)\n"
+            "                         get their origin connection opened before the ClientHello\n"
+            "                         arrives; 'none' turns it off (default 443; docs/OPERATIONS.md)\n"
             "  --user NAME            after binding, run as NAME keeping only the capabilities\n"
             "                         it needs (docs/SECURITY.md)\n"
             "  --header-timeout MS, --idle-timeout MS, --handshake-timeout MS,\n"
@@ -44,6 +47,30 @@ static void usage(FILE *f)
             "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the policy and hosts files\n"
             "and reopens the access log.\n",
             CLI_DEFAULT_STATE_DIR);
+}
+
+/* "443,8443" or "none". */
+static int parse_ports(const char *v, struct proxy_limits *l)
+{
+    l->n_early_ports = 0;
+    if (strcmp(v, "none") == 0)
+        return 0;
+    const char *p = v;
+    for (;;) {
+        char *end;
+        unsigned long n = strtoul(p, &end, 10);
+        if (end == p || n < 1 || n > 65535 || (*end && *end != ',') ||
+            l->n_early_ports >= UTIL_ARRAY_LEN(l->early_ports)) {
+            fprintf(stderr, "shoji run: --early-connect '%s': expected 'none' or up to %zu ports "
+                            "from 1 to 65535, comma-separated\n",
+                    v, UTIL_ARRAY_LEN(l->early_ports));
+            return -1;
+        }
+        l->early_ports[l->n_early_ports++] = (uint16_t)n;
+        if (!*end)
+            return 0;
+        p = end + 1;
+    }
 }
 
 static int parse_uint(const char *flag, const char *v, unsigned max, unsigned *out)
@@ -136,6 +163,11 @@ int cli_run(int argc, char **argv)
         }
         if ((r = cli_opt(argc, argv, &i, "--max-connections", &v)) != 0) {
             if (r < 0 || parse_uint("--max-connections", v, 1000000, &cfg.limits.max_connections) < 0)
+                return 2;
+            continue;
+        }
+        if ((r = cli_opt(argc, argv, &i, "--early-connect", &v)) != 0) {
+            if (r < 0 || parse_ports(v, &cfg.limits) < 0)
                 return 2;
             continue;
         }

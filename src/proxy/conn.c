@@ -348,6 +348,8 @@ static void handle_connect(struct conn *c, struct http_request *req, size_t head
     conn_set_timer(c, c->w->sh->cfg->limits.peek_timeout_ms);
     if (c->client->in.len)
         peek(c);
+    else
+        early_maybe_start(c, &v);
 }
 
 static void handle_head(struct conn *c)
@@ -518,7 +520,7 @@ static void start_client_tls(struct conn *c, const struct tls_names *names)
     free(copy);
 }
 
-static void on_decode_upstream(struct conn *c, int status, const char *why)
+void conn_on_decode_upstream(struct conn *c, int status, const char *why)
 {
     struct tls_names names;
     if (status < 0) {
@@ -579,19 +581,25 @@ static void upstream_dst(struct conn *c, struct policy_addr *out)
 /* CERT-phase decision on known certificate names and destination address.
  * Returns true when the connection was turned into a tunnel (a fresh raw
  * connection to which the buffered ClientHello is replayed). */
-static bool cert_decide(struct conn *c, const char *const *names, size_t n,
-                        const struct policy_addr *dst, bool remembered)
+static bool cert_verdict(struct conn *c, const char *const *names, size_t n,
+                         const struct policy_addr *dst, struct policy_verdict *v)
 {
     struct policy_facts f;
-    struct policy_verdict v;
     conn_fill_facts(c, &f);
     f.phase = POLICY_PHASE_CERT;
     f.cert_names = names;
     f.ncert_names = n;
     if (dst && dst->family)
         f.dst = *dst;
-    policy_decide(c->policy, &f, &v);
-    if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
+    policy_decide(c->policy, &f, v);
+    return v->action == POLICY_TUNNEL || v->action == POLICY_BYPASS;
+}
+
+static bool cert_decide(struct conn *c, const char *const *names, size_t n,
+                        const struct policy_addr *dst, bool remembered)
+{
+    struct policy_verdict v;
+    if (!cert_verdict(c, names, n, dst, &v))
         return false;
     if (remembered) {
         size_t l = strlen(v.rule);
@@ -631,16 +639,29 @@ bool conn_cert_phase(struct conn *c, const struct tls_names *tn)
 
 /* Before probing the origin: what its certificate said last time may
  * already decide (certificate-name and IP exclusions). */
+static bool remembered(struct conn *c, struct certmemo_entry *e, const char **names)
+{
+    if (!policy_has_cert_rules(c->policy) ||
+        !certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), e))
+        return false;
+    for (size_t i = 0; i < e->n; i++)
+        names[i] = e->names[i];
+    return true;
+}
+
 static bool remembered_cert_phase(struct conn *c)
 {
     struct certmemo_entry e;
-    if (!policy_has_cert_rules(c->policy) ||
-        !certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), &e))
-        return false;
     const char *names[CERTMEMO_NAMES];
-    for (size_t i = 0; i < e.n; i++)
-        names[i] = e.names[i];
-    return cert_decide(c, names, e.n, &e.dst, true);
+    return remembered(c, &e, names) && cert_decide(c, names, e.n, &e.dst, true);
+}
+
+bool conn_memo_tunnels(struct conn *c)
+{
+    struct certmemo_entry e;
+    const char *names[CERTMEMO_NAMES];
+    struct policy_verdict v;
+    return remembered(c, &e, names) && cert_verdict(c, names, e.n, &e.dst, &v);
 }
 
 /* A request line starts with a method token and a space. */
@@ -715,6 +736,10 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
     struct pstream *cl = c->client;
     struct policy_verdict v = *vp;
     c->verdict = v;
+    if (c->early && !early_fits(c, &v)) {
+        early_then(c, conn_act_on_verdict);   /* closed first, then as without it */
+        return;
+    }
     conn_event(c, EV_VERDICT, NULL, v.decode_to_block ? "decode" : policy_action_name(v.action), v.rule, 0);
     c->tunnel_rule_set = true;
     if (v.action == POLICY_BLOCK && !v.decode_to_block) {
@@ -728,16 +753,23 @@ static void act_on_connect_verdict(struct conn *c, const struct policy_verdict *
         return;
     }
     c->tunnel_rule_set = false;
+    if (c->early && early_adopt(c))
+        return;   /* its certificate decides, as a fresh one's would */
     if (remembered_cert_phase(c))
         return;
     if (conn_take_pooled_upstream(c))
         return;   /* straight into the client handshake: the client keeps reading */
     pstream_pause(cl);
-    up_connect(c, conn_connect_host(c), c->target_port, true, on_decode_upstream);
+    up_connect(c, conn_connect_host(c), c->target_port, true, conn_on_decode_upstream);
+}
+
+void conn_act_on_verdict(struct conn *c)
+{
+    act_on_connect_verdict(c, &c->verdict);
 }
 
 /* False when the key does not fit (such names are not pooled). */
-static bool decode_pool_key(const struct conn *c, char *key, size_t cap)
+bool conn_pool_key(const struct conn *c, char *key, size_t cap)
 {
     const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
     /* Never shared between users of the machine: an origin connection may
@@ -763,7 +795,7 @@ void conn_park_upstream(struct conn *c)
         !u->handshake_done || u->eof || u->closing || u->in.len || u->pending || c->w->stopping)
         return;
     char key[sizeof u->pool_key];
-    if (!decode_pool_key(c, key, sizeof key))
+    if (!conn_pool_key(c, key, sizeof key))
         return;
     c->up = NULL;
     c->up_idle = false;
@@ -776,7 +808,7 @@ void conn_park_upstream(struct conn *c)
 static bool attach_pooled(struct conn *c)
 {
     char key[sizeof c->client->pool_key];
-    if (c->up || !decode_pool_key(c, key, sizeof key))
+    if (c->up || !conn_pool_key(c, key, sizeof key))
         return false;
     struct pstream *s = up_pool_take(c->w, key);
     if (!s)
@@ -799,7 +831,7 @@ bool conn_take_pooled_upstream(struct conn *c)
     c->upstream_tls = true;
     c->up_idle = true;   /* it served requests before: a retry is allowed */
     atomic_fetch_add(&c->w->sh->m.upstream_reused, 1);
-    on_decode_upstream(c, 0, NULL);
+    conn_on_decode_upstream(c, 0, NULL);
     return true;
 }
 
@@ -979,6 +1011,10 @@ void conn_on_eof(struct conn *c, struct pstream *s)
         conn_client_rejected(c, -2);
         return;
     }
+    if (c->early && s == c->up) {   /* the client has not chosen yet: its verdict will see it */
+        up_fail(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
+        return;
+    }
     switch (c->state) {
     case CS_TUNNEL:
         tunnel_eof(c, s);
@@ -1018,7 +1054,7 @@ void conn_on_error(struct conn *c, struct pstream *s, int err)
 {
     if (c->dead)
         return;
-    if (c->state == CS_UP_HANDSHAKE && s == c->up) {
+    if (s == c->up && (up_state(c) == CS_UP_HANDSHAKE || c->early)) {
         char why[200];
         snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
                  s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
@@ -1067,7 +1103,7 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
 {
     if (c->dead)
         return;
-    if (s == c->up && c->state == CS_UP_HANDSHAKE) {
+    if (s == c->up && up_state(c) == CS_UP_HANDSHAKE) {
         pstream_pause(s);
         up_finish(c, 0, NULL);
         return;
@@ -1166,7 +1202,10 @@ static void on_timer(uv_timer_t *t)
     case CS_PEEK:
         if (c->client && c->client->in.len == 0 && !c->connect_blocked) {
             c->tunnel_mode = "tunnel";
-            start_tunnel(c);   /* a client that waits for the server to speak */
+            if (c->early)
+                early_then(c, start_tunnel);   /* a client that waits for the server to speak */
+            else
+                start_tunnel(c);
         } else if (c->client && c->client->in.len && !c->peek_extended) {
             /* Started a ClientHello and stalled: give it the handshake
              * time, never a free pass — tunnelling a slow hello would let

@@ -206,6 +206,14 @@ struct conn {
     uint64_t hs_done_us;       /* when the client handshake finished (decode) */
     char cert_name[128];       /* the origin certificate's first name, for watch */
     struct splice_tunnel *splice;   /* a spliced tunnel (splice.c), NULL: copy relay */
+    /* early origin connection (early.c): opened at CONNECT, still the
+     * client's to adopt or drop; c->state stays CS_PEEK meanwhile */
+    bool early;
+    bool early_done;           /* ... and finished: early_status, early_why */
+    enum conn_state early_state;    /* CS_CONNECTING / CS_UP_HANDSHAKE */
+    int early_status;
+    char early_why[160];
+    void (*early_next)(struct conn *c);   /* runs once a dropped one settled */
 };
 
 struct pool {
@@ -217,7 +225,8 @@ struct pool {
 struct proxy_metrics {
     atomic_uint_fast64_t connections, requests, decoded, tunnels, bypassed, blocked,
         verify_failures, upstream_errors, client_rejections, conflicts_learned, bad_requests,
-        overload_refusals, upstream_reused, upstream_retried;
+        overload_refusals, upstream_reused, upstream_retried, upstream_early,
+        upstream_early_dropped;
 };
 
 /* Shared by all workers; read-only after start except the atomics and the
@@ -419,6 +428,33 @@ void up_connect_timeout(struct conn *c);
  * closes the half-made upstream stream. */
 void up_finish(struct conn *c, int status, const char *why);
 void up_fail(struct conn *c, int status, const char *why);
+/* Where the origin connection stands (CS_CONNECTING, CS_UP_HANDSHAKE):
+ * c->state, or early_state while an early connection is still the
+ * client's to adopt. */
+enum conn_state up_state(const struct conn *c);
+bool up_pool_has(struct worker *w, const char *key);
+
+/* conn.c, for early.c */
+bool conn_pool_key(const struct conn *c, char *key, size_t cap);
+bool conn_memo_tunnels(struct conn *c);   /* the remembered certificate says tunnel */
+void conn_on_decode_upstream(struct conn *c, int status, const char *why);
+void conn_act_on_verdict(struct conn *c);  /* carries out c->verdict (peek phase) */
+
+/* early.c: the origin connection of a decoded CONNECT, opened at CONNECT
+ * time with the CONNECT host as SNI, while the client receives "200" and
+ * prepares its ClientHello (the name lookup, TCP and the origin's TLS
+ * handshake overlap that round trip). The ClientHello's verdict adopts it
+ * when it is a decode of the same name; otherwise it is dropped (closed
+ * once it settled) and the verdict is carried out as without it. */
+void early_maybe_start(struct conn *c, const struct policy_verdict *v);
+/* The verdict `v` can use the early connection: decode, same name. */
+bool early_fits(const struct conn *c, const struct policy_verdict *v);
+/* Decode with it: now, or when it finishes (conn_on_decode_upstream).
+ * False when it was lost meanwhile (the origin closed it after its
+ * handshake): dropped, and the caller goes on as without it. */
+bool early_adopt(struct conn *c);
+/* Not used: closed, then `next` runs (at once, or once it settles). */
+void early_then(struct conn *c, void (*next)(struct conn *c));
 
 /* pages.c */
 int page_render(struct buf *out, int status, const char *title, const char *detail,

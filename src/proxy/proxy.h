@@ -27,6 +27,10 @@ struct proxy_limits {
     unsigned max_connections;    /* client connections, all workers (503) */
     unsigned pool_per_worker;    /* idle upstream connections kept per worker */
     unsigned pool_idle_ms;       /* idle upstream connection lifetime */
+    /* CONNECT targets on these ports get their origin connection opened
+     * while the client prepares its ClientHello (proxy/early.c); none: 0 */
+    uint16_t early_ports[8];
+    unsigned n_early_ports;
 };
 void proxy_limits_default(struct proxy_limits *l);
 

@@ -15,6 +15,25 @@
 
 static void try_next(struct conn *c);
 
+enum conn_state up_state(const struct conn *c)
+{
+    return c->early ? c->early_state : c->state;
+}
+
+/* An early connection moves on its own: the client is still peeking, with
+ * the peek timer running (early.c arms the connect/handshake timer when the
+ * client's verdict takes it over). */
+static void up_enter(struct conn *c, enum conn_state st, unsigned timer_ms)
+{
+    if (c->early) {
+        c->early_state = st;
+        return;
+    }
+    c->state = st;
+    if (timer_ms)
+        conn_set_timer(c, timer_ms);
+}
+
 void up_finish(struct conn *c, int status, const char *why)
 {
     void (*done)(struct conn *, int, const char *) = c->on_connected;
@@ -107,8 +126,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     uv_tcp_nodelay(&c->up->tcp, 1);
     if (c->upstream_tls) {
-        c->state = CS_UP_HANDSHAKE;
-        conn_set_timer(c, c->w->sh->cfg->limits.handshake_timeout_ms);
+        up_enter(c, CS_UP_HANDSHAKE, c->w->sh->cfg->limits.handshake_timeout_ms);
         const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
         if (pstream_tls_client(c->up, c->w->sh->up_ctx, sni) < 0)
             up_finish(c, -EPROTO, "could not start TLS towards the origin");
@@ -160,7 +178,7 @@ static void try_next(struct conn *c)
     }
     c->refs++;
     c->connect_req.data = c;
-    conn_set_timer(c, c->w->sh->cfg->limits.connect_timeout_ms);
+    up_enter(c, CS_CONNECTING, c->w->sh->cfg->limits.connect_timeout_ms);
     int r = c->w->sh->cfg->transparent ? open_marked(c->up, ss->ss_family) : 0;
     if (r == 0)
         r = uv_tcp_connect(&c->connect_req, &c->up->tcp, (struct sockaddr *)ss, on_connect);
@@ -178,7 +196,7 @@ void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
 {
     c->on_connected = done;
     c->upstream_tls = tls;
-    c->state = CS_CONNECTING;
+    up_enter(c, CS_CONNECTING, 0);
     c->naddrs = c->addr_idx = 0;
     c->last_connect_error = 0;
     c->dst_addr[0] = '\0';
@@ -201,7 +219,7 @@ void up_connect(struct conn *c, const char *host, uint16_t port, bool tls,
     c->gai.data = c;
     c->refs++;
     c->resolving = true;
-    conn_set_timer(c, c->w->sh->cfg->limits.connect_timeout_ms);
+    up_enter(c, CS_CONNECTING, c->w->sh->cfg->limits.connect_timeout_ms);
     int r = uv_getaddrinfo(&c->w->loop, &c->gai, on_gai, host, portstr, &hints);
     if (r < 0) {
         c->refs--;
@@ -246,16 +264,26 @@ static void pool_unlink(struct pool *p, struct pstream *s)
     p->n--;
 }
 
+/* Newest first: the most recently used connection is the likeliest alive. */
+static struct pstream *pool_find(struct worker *w, const char *key)
+{
+    for (struct pstream *s = w->pool.tail; s; s = s->pool_prev)
+        if (strcmp(s->pool_key, key) == 0 && !s->closing && !s->eof)
+            return s;
+    return NULL;
+}
+
+bool up_pool_has(struct worker *w, const char *key)
+{
+    return pool_find(w, key) != NULL;
+}
+
 struct pstream *up_pool_take(struct worker *w, const char *key)
 {
-    /* Newest first: the most recently used connection is the likeliest alive. */
-    for (struct pstream *s = w->pool.tail; s; s = s->pool_prev) {
-        if (strcmp(s->pool_key, key) == 0 && !s->closing && !s->eof) {
-            pool_unlink(&w->pool, s);
-            return s;
-        }
-    }
-    return NULL;
+    struct pstream *s = pool_find(w, key);
+    if (s)
+        pool_unlink(&w->pool, s);
+    return s;
 }
 
 void up_pool_put(struct worker *w, struct pstream *s, const char *key)

@@ -42,6 +42,8 @@ void proxy_limits_default(struct proxy_limits *l)
     l->max_connections = 16384;
     l->pool_per_worker = 64;
     l->pool_idle_ms = 30000;
+    l->early_ports[0] = 443;
+    l->n_early_ports = 1;
 }
 
 /* ---- shared state ------------------------------------------------------------ */
@@ -1000,6 +1002,8 @@ void metrics_render(struct proxy_shared *sh, struct buf *out)
         M(bad_requests, "malformed requests refused"),
         M(overload_refusals, "connections refused past --max-connections"),
         M(upstream_reused, "decoded connections that started from a pooled origin connection"),
+        M(upstream_early, "origin connections opened at CONNECT, before the ClientHello"),
+        M(upstream_early_dropped, "... of them closed unused (another name, a tunnel, a block)"),
         M(upstream_retried, "requests sent again after an idle origin connection closed under them"),
 #undef M
     };

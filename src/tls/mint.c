@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,6 +50,7 @@ struct entry {
 struct wq_item {
     struct wq_item *next;
     X509 *cert;
+    unsigned char key[32];              /* its memory-cache entry */
     char path[];
 };
 
@@ -378,6 +380,49 @@ static void disk_store(const char *path, X509 *x)
     BIO_free(b);
 }
 
+/* A certificate signed in this process is encoded afresh by every i2d_X509,
+ * and every handshake sends the leaf (~55,000 instructions each time);
+ * parsed back from its DER, it keeps that encoding, as one read from the
+ * disk cache does. The parse costs ~1.5 M instructions (OpenSSL 3.0 decodes
+ * the public key through its provider decoders), so it is done on the
+ * writer thread, not on the first connection's path. NULL on failure. */
+static X509 *parsed_back(X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    const unsigned char *p = der;
+    X509 *y = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    if (!y)
+        ERR_clear_error();
+    return y;
+}
+
+/* The memory cache's entry for `key` still holds `old`: it now holds `y`
+ * (same certificate, encoding kept). Takes over the reference on `y`. */
+static void swap_parsed(struct tls_minter *m, const unsigned char key[32], X509 *old, X509 *y)
+{
+    pthread_mutex_lock(&m->mu);
+    struct entry *e = map_find(m, key);
+    if (e && e->cert == old) {
+        e->cert = y;
+        y = old;                        /* the entry's reference on old goes */
+    }
+    pthread_mutex_unlock(&m->mu);
+    X509_free(y);
+}
+
+/* A newly minted leaf, once off the request path: kept parsed back in
+ * memory, and written to the disk cache. */
+static void store_minted(struct tls_minter *m, const char *path, const unsigned char key[32],
+                         X509 *x)
+{
+    X509 *y = parsed_back(x);
+    disk_store(path, y ? y : x);
+    if (y)
+        swap_parsed(m, key, x, y);
+}
+
 /* The writer thread: stores queued leaves until told to stop and the
  * queue is empty. Creating a file costs 0.1-1 ms on a busy ext4, as much as
  * the whole mint, so the first connection to a host does not wait for it. */
@@ -387,6 +432,11 @@ static void *writer_main(void *arg)
     sigset_t all;
     sigfillset(&all);                   /* signals belong to the event loops */
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* Background work: runs when no event loop (nor anything else on the
+     * machine) wants the CPU, so it never delays a handshake in flight. */
+    struct sched_param sp = { 0 };
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+        log_debug("leaf cache writer: cannot lower its priority");
     pthread_mutex_lock(&m->wq_mu);
     for (;;) {
         while (!m->wq_head && !m->wq_stop)
@@ -400,7 +450,7 @@ static void *writer_main(void *arg)
         m->wq_len--;
         m->wq_busy = true;
         pthread_mutex_unlock(&m->wq_mu);
-        disk_store(it->path, it->cert);
+        store_minted(m, it->path, it->key, it->cert);
         X509_free(it->cert);
         free(it);
         pthread_mutex_lock(&m->wq_mu);
@@ -412,10 +462,12 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static void disk_enqueue(struct tls_minter *m, const char *path, X509 *x)
+/* Called once `x` is in the memory cache under `key`. */
+static void disk_enqueue(struct tls_minter *m, const char *path, const unsigned char key[32],
+                         X509 *x)
 {
     if (!m->writer_started) {
-        disk_store(path, x);
+        store_minted(m, path, key, x);
         return;
     }
     size_t len = strlen(path) + 1;
@@ -423,6 +475,7 @@ static void disk_enqueue(struct tls_minter *m, const char *path, X509 *x)
     if (!it)
         return;
     memcpy(it->path, path, len);
+    memcpy(it->key, key, sizeof it->key);
     it->next = NULL;
     it->cert = x;
     pthread_mutex_lock(&m->wq_mu);
@@ -577,25 +630,6 @@ static X509 *mint(struct tls_minter *m, const struct tls_names *names, time_t no
     return x;
 }
 
-/* A certificate signed in this process is encoded afresh by every i2d_X509,
- * and every handshake sends the leaf (~55,000 instructions each time);
- * parsed back from its DER, it keeps that encoding, as one read from the
- * disk cache does. On failure the original is kept. */
-static X509 *with_cached_der(X509 *x)
-{
-    unsigned char *der = NULL;
-    int n = i2d_X509(x, &der);
-    const unsigned char *p = der;
-    X509 *y = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
-    OPENSSL_free(der);
-    if (!y) {
-        ERR_clear_error();
-        return x;
-    }
-    X509_free(x);
-    return y;
-}
-
 X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
                     char *err, size_t errlen)
 {
@@ -624,10 +658,8 @@ X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
     }
     cache_path(m, key, path, sizeof path);
     bool from_disk = (x = disk_lookup(m, path, now, &not_after)) != NULL;
-    if (!x && (x = mint(m, names, now, &not_after, err, errlen)) != NULL)
-        x = with_cached_der(x);
-    if (x && !from_disk)
-        disk_enqueue(m, path, x);
+    if (!x)
+        x = mint(m, names, now, &not_after, err, errlen);
     if (x) {
         pthread_mutex_lock(&m->mu);
         if (from_disk)
@@ -637,6 +669,8 @@ X509 *tls_mint_leaf(struct tls_minter *m, const struct tls_names *names,
         X509_up_ref(x);
         map_insert(m, key, x, not_after);
         pthread_mutex_unlock(&m->mu);
+        if (!from_disk)
+            disk_enqueue(m, path, key, x);
     }
     pthread_mutex_unlock(stripe);
     return x;
