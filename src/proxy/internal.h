@@ -28,6 +28,7 @@
 #include "policy/policy.h"
 #include "proxy/certmemo.h"
 #include "proxy/hosts.h"
+#include "proxy/syshosts.h"
 #include "proxy/proxy.h"
 #include "tls/ca.h"
 #include "tls/clienthello.h"
@@ -241,6 +242,7 @@ struct proxy_shared {
     pthread_mutex_t lock;
     struct policy *policy;     /* guarded by lock */
     struct hosts *hosts;       /* guarded by lock; refcount via hosts_refs */
+    struct syshosts syshosts;  /* /etc/hosts, answered in-process (syshosts.h) */
     atomic_uint conns;         /* client connections open, all workers */
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
@@ -463,6 +465,7 @@ void proxy_pac_render(struct buf *out, const char *listen);
 
 /* worker.c */
 struct policy *proxy_policy_get(struct proxy_shared *sh);
+/* The --hosts file, then /etc/hosts (syshosts.h): 0 when neither lists it. */
 size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
                           struct sockaddr_storage *out, size_t max);
 void sockaddr_fmt(const struct sockaddr *sa, char *out, size_t cap);

@@ -1,7 +1,8 @@
-/* proxy/upstream: reaching origins — names from the --hosts file, then DNS
- * (libuv's getaddrinfo on its thread pool), TCP connect with a timeout and
- * fallback over the addresses, the TLS client handshake for decoded
- * connections — and the per-worker pool of idle plain-HTTP connections. */
+/* proxy/upstream: reaching origins — names from the --hosts file, then
+ * /etc/hosts (syshosts.h), then DNS (libuv's getaddrinfo on its thread
+ * pool), TCP connect with a timeout and fallback over the addresses, the
+ * TLS client handshake for decoded connections — and the per-worker pool
+ * of idle plain-HTTP connections. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>

@@ -62,6 +62,8 @@ size_t proxy_hosts_lookup(struct proxy_shared *sh, const char *name,
     pthread_mutex_lock(&sh->lock);
     size_t n = sh->hosts ? hosts_lookup(sh->hosts, name, out, max) : 0;
     pthread_mutex_unlock(&sh->lock);
+    if (n == 0)   /* then /etc/hosts, as getaddrinfo would read it first */
+        n = syshosts_lookup(&sh->syshosts, name, out, max, util_mono_us() / 1000);
     return n;
 }
 
@@ -699,6 +701,7 @@ static void teardown_shared(struct proxy_shared *sh)
     events_free(sh->events);
     certmemo_free(sh->certmemo);
     pthread_mutex_destroy(&sh->learned_save_lock);
+    syshosts_free(&sh->syshosts);
     if (sh->hosts) {
         hosts_free(sh->hosts);
         free(sh->hosts);
@@ -893,6 +896,7 @@ int proxy_run(const struct proxy_config *cfg, char *err, size_t errlen)
     }
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->learned_save_lock, NULL);
+    syshosts_init(&sh->syshosts, "/etc/hosts", "/etc/nsswitch.conf");
     struct main_ctx m = { .sh = sh };
     m.n = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.n < 1)
