@@ -8,6 +8,7 @@
 #                   0 skips the hold tests)
 #   BENCH_FIGURES="ka new bulk rate"   run only these of the four main figures
 #   BENCH_FIRST_N=N never-seen names per first-contact series (default 20)
+#   BENCH_KA_CONN=N keep-alive connections of the keep-alive figure (default 16)
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
 #   BENCH_MODULES=0 / BENCH_FLEET=0   skip bench/modules.sh / bench/fleet.sh
@@ -225,7 +226,7 @@ except Exception as e: print("?", e)')" >&2
 }
 
 run_tests() { # CONFIG REPEAT
-  ! want_fig ka || lg "$1" ka "$2" --mode ka -c 16 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+  ! want_fig ka || lg "$1" ka "$2" --mode ka -c "${BENCH_KA_CONN:-16}" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
   ! want_fig new || lg "$1" new "$2" --mode new -c 8 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
   ! want_fig bulk || lg "$1" bulk "$2" --mode bulk -c 2 -t "$T" --warmup "$WARM" --path /10m --expect-len 10485760
   ! want_fig rate || lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
