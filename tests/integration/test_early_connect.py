@@ -113,9 +113,12 @@ def good(make_origin, certs):
 
 class SilentServer:
     """Accepts TCP connections and never sends a byte: a TLS handshake with
-    it hangs. Keeps what each connection received (by accept order)."""
+    it hangs. Keeps what each connection received (by accept order). With
+    relay_to (a port on 127.0.0.1), only the first connection hangs: the
+    later ones are relayed byte for byte to that port (a real origin)."""
 
-    def __init__(self):
+    def __init__(self, relay_to=None):
+        self.relay_to = relay_to
         self.received = []   # one bytearray per accepted connection
         self.closed = []     # per connection: the peer closed it
         self._lock = threading.Lock()
@@ -147,7 +150,34 @@ class SilentServer:
                 self.received.append(bytearray())
                 self.closed.append(False)
                 self._socks.append(c)
-            threading.Thread(target=self._read, args=(c, i), daemon=True).start()
+            if i > 0 and self.relay_to:
+                threading.Thread(target=self._relay, args=(c,), daemon=True).start()
+            else:
+                threading.Thread(target=self._read, args=(c, i), daemon=True).start()
+
+    def _relay(self, c):
+        try:
+            o = socket.create_connection(("127.0.0.1", self.relay_to), timeout=5)
+        except OSError:
+            c.close()
+            return
+        with self._lock:
+            self._socks.append(o)
+
+        def pump(a, b):
+            a.settimeout(30)
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        threading.Thread(target=pump, args=(o, c), daemon=True).start()
+        pump(c, o)
 
     def _read(self, c, i):
         c.settimeout(0.2)
@@ -161,8 +191,9 @@ class SilentServer:
             with self._lock:
                 if not d:
                     self.closed[i] = True
-                    return
+                    break
                 self.received[i] += d
+        c.close()   # the peer closed its side: close ours (a tunnel ends)
 
     def got(self, i, needle):
         with self._lock:
@@ -266,6 +297,77 @@ def test_exclusion_matching_the_sni_tunnels_and_drops_the_early_connection(agent
     assert delta(before, after, DROPPED) == 1, after
 
 
+# --- 3b. a block for the SNI only, and the certificate memo ----------------------------
+
+def write_policy(tmp_path, **rules):
+    pol = tmp_path / "policy.json"
+    doc = {"name": "early-connect", "default_action": "allow", "auto_avoid": {"enabled": False}}
+    doc.update(rules)
+    pol.write_text(json.dumps(doc, indent=2) + "\n")
+    return str(pol)
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["early", "none"])
+def test_block_matching_the_sni_gives_the_block_page(agent_factory, good, tmp_path, early):
+    """CONNECT good.test is allowed (decoded: the early connection opens);
+    the ClientHello names www.good.test, which is blocked: the user gets
+    the block page exactly as without the feature, the origin no request."""
+    agent = start_agent(agent_factory, [good.port] if early else "none",
+                        policy=write_policy(tmp_path, block=["www.good.test"]))
+    before = metrics(agent)
+    s = connect(agent, "good.test", good.port)
+    try:
+        if early:
+            wait_early(good)
+        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="www.good.test")
+        page = get(tls, "www.good.test", good.port, "/early/blocked")
+        tls.close()
+    finally:
+        s.close()
+    assert page.status == 403, page
+    assert good.marker not in page.text, "the origin's content got through a block"
+    assert not good.requests, good.requests
+    after = metrics(agent)
+    assert delta(before, after, EARLY) == (1 if early else 0), after
+    assert delta(before, after, DROPPED) == (1 if early else 0), after
+
+
+def test_host_remembered_as_tunnelled_gets_no_early_connection(agent_factory, good, pki, tmp_path):
+    """An exclusion matching only a name in the origin's certificate
+    (www.good.test, a SAN of good.test's certificate): the first visit
+    tunnels after seeing the certificate, which the agent remembers; the
+    next CONNECT to good.test opens nothing early."""
+    agent = start_agent(agent_factory, [good.port],
+                        policy=write_policy(tmp_path, decode={"enabled": True,
+                                                              "exclude_hosts": ["www.good.test"]}))
+
+    def visit(path):
+        s = connect(agent, "good.test", good.port)
+        try:
+            tls = tls_context(pki.ca_cert_path).wrap_socket(s, server_hostname="good.test")
+            leaf = peer_cert(tls)
+            r = get(tls, "good.test", good.port, path)
+            tls.close()
+        finally:
+            s.close()
+        assert der(leaf) == der(good.cert.cert), "decoded although the certificate is excluded"
+        ok(r, good, path)
+
+    m0 = metrics(agent)
+    visit("/memo/1")
+    m1 = metrics(agent)
+    assert delta(m0, m1, EARLY) == 1, m1
+    n = good.connections
+    s = connect(agent, "good.test", good.port)
+    try:
+        time.sleep(1)
+        assert good.connections == n, "an origin connection opened at CONNECT for a remembered tunnel"
+    finally:
+        s.close()
+    visit("/memo/2")
+    assert delta(m1, metrics(agent), EARLY) == 0
+
+
 # --- 4. a silent client ----------------------------------------------------------------
 
 def test_silent_client_gets_a_raw_tunnel_after_the_peek_timeout(agent_factory, good, pki):
@@ -290,6 +392,84 @@ def test_silent_client_gets_a_raw_tunnel_after_the_peek_timeout(agent_factory, g
     after = metrics(agent)
     assert delta(before, after, EARLY) == 1, after
     assert delta(before, after, DROPPED) == 1, after
+
+
+# --- 4b. bytes that are not a readable ClientHello --------------------------------------
+
+NOT_A_HELLO = {
+    "plain": b"PING-EARLY\r\n",
+    # a TLS handshake record whose ClientHello cannot be parsed: passed on untouched
+    "unreadable-tls": b"\x16\x03\x01\x00\x06\x01\x00\x00\x02\xff\xffPING-EARLY\r\n",
+}
+
+
+@pytest.mark.parametrize("wait", [0, 1], ids=["at-once", "after-1s"])
+@pytest.mark.parametrize("kind", sorted(NOT_A_HELLO))
+def test_bytes_that_are_not_a_clienthello_are_tunnelled_and_the_early_connection_closed(
+        agent_factory, echo_server, kind, wait):
+    """A port listed in --early-connect, but the client speaks something
+    else after CONNECT (or TLS the agent cannot read): tunnelled untouched,
+    as without the feature. The early connection (still in its handshake
+    at once; failed after 1 s, as the echo server answers the agent's
+    ClientHello with itself) is closed first, and the agent still stops
+    cleanly (no connection left behind)."""
+    agent = start_agent(agent_factory, [echo_server.port])
+    before = metrics(agent)
+    s = connect(agent, "echo.test", echo_server.port)
+    try:
+        wait_for(lambda: echo_server.connections >= 1, 5, "the origin connection opened at CONNECT")
+        time.sleep(wait)
+        s.sendall(NOT_A_HELLO[kind])
+        got = b""
+        deadline = time.monotonic() + 10
+        s.settimeout(10)
+        while b"PING-EARLY" not in got and time.monotonic() < deadline:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    finally:
+        s.close()
+    assert ("SHOJI-ECHO %s" % echo_server.marker).encode() in got, got
+    assert NOT_A_HELLO[kind] in got, "the bytes were not tunnelled to the origin: %r" % got
+    assert echo_server.connections == 2, echo_server.connections
+    after = metrics(agent)
+    assert delta(before, after, EARLY) == 1, after
+    assert delta(before, after, DROPPED) == 1, after
+    t0 = time.monotonic()
+    assert agent.stop(timeout=15, check=True) == 0
+    assert time.monotonic() - t0 < 5, "SIGTERM took %.1f s: a connection was left behind" % (
+        time.monotonic() - t0)
+
+
+def test_plain_bytes_while_the_early_handshake_hangs_are_tunnelled_after_it_is_closed(agent_factory):
+    """The same with the early handshake still pending when the bytes come
+    (an origin that never answers it): the handshake timeout ends it, then
+    the bytes go to the origin over a new connection, and the early one is
+    closed (not left behind: SIGTERM still ends the agent at once)."""
+    srv = SilentServer()
+    try:
+        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
+        before = metrics(agent)
+        s = connect(agent, "echo.test", srv.port)
+        try:
+            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+            s.sendall(NOT_A_HELLO["plain"])
+            wait_for(lambda: srv.got(1, NOT_A_HELLO["plain"]), 5,
+                     "the client's bytes on a new origin connection (server saw %d)" % srv.connections)
+            wait_for(lambda: srv.is_closed(0), 5, "the early connection to be closed")
+            assert not srv.got(0, NOT_A_HELLO["plain"]), "the bytes went over the early connection"
+        finally:
+            s.close()
+        after = metrics(agent)
+        assert delta(before, after, EARLY) == 1, after
+        assert delta(before, after, DROPPED) == 1, after
+        t0 = time.monotonic()
+        assert agent.stop(timeout=15, check=True) == 0
+        assert time.monotonic() - t0 < 5, "SIGTERM took %.1f s: a connection was left behind" % (
+            time.monotonic() - t0)
+    finally:
+        srv.stop()
 
 
 # --- 5. the early handshake still hanging at the peek timeout ------------------------
@@ -321,6 +501,96 @@ def test_early_handshake_hanging_at_the_peek_timeout_is_dropped_then_tunnelled(a
         assert delta(before, after, EARLY) == 1, after
         assert delta(before, after, DROPPED) == 1, after
         assert agent.running(), agent.stderr()
+    finally:
+        srv.stop()
+
+
+# --- 5b. other endings while the early handshake hangs --------------------------------
+
+def test_clienthello_for_another_host_waits_for_a_hanging_early_handshake(agent_factory, good):
+    """The verdict differs (another name) while the early handshake still
+    hangs: once the handshake timeout closes it, the ClientHello is served
+    over a new origin connection (here relayed to the real origin)."""
+    srv = SilentServer(relay_to=good.port)
+    try:
+        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
+        before = metrics(agent)
+        s = connect(agent, "good.test", srv.port)
+        try:
+            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+            t0 = time.monotonic()
+            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="www.good.test")
+            r = get(tls, "www.good.test", srv.port, "/early/hang-www")
+            took = time.monotonic() - t0
+            tls.close()
+        finally:
+            s.close()
+        ok(r, good, "/early/hang-www")
+        assert took < 5, "took %.1f s" % took
+        assert srv.connections == 2 and good.connections == 1, (srv.connections, good.connections)
+        wait_for(lambda: srv.is_closed(0), 5, "the hanging early connection to be closed")
+        after = metrics(agent)
+        assert delta(before, after, EARLY) == 1, after
+        assert delta(before, after, DROPPED) == 1, after
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["early", "none"])
+def test_clienthello_for_the_same_host_with_a_hanging_origin_handshake_gets_504(agent_factory, early):
+    """Adopted while it hangs: after the handshake timeout the client gets
+    the agent's 504 page, exactly as without the feature ("none")."""
+    srv = SilentServer()
+    try:
+        agent = start_agent(agent_factory, [srv.port] if early else "none",
+                            extra=["--handshake-timeout", "1000"])
+        s = connect(agent, "echo.test", srv.port)
+        try:
+            if early:
+                wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+            t0 = time.monotonic()
+            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="echo.test")
+            page = get(tls, "echo.test", srv.port, "/")
+            took = time.monotonic() - t0
+            tls.close()
+        finally:
+            s.close()
+        assert page.status == 504, page
+        assert "html" in (page.header("content-type") or "").lower(), page
+        assert "echo.test" in page.text, page.text[:500]
+        assert took < 4, "took %.1f s (handshake timeout 1 s)" % took
+        assert srv.connections == 1, srv.connections
+        wait_for(lambda: srv.is_closed(0), 5, "the timed-out origin connection to be closed")
+        assert agent.running(), agent.stderr()
+    finally:
+        srv.stop()
+
+
+def test_client_hanging_up_closes_the_early_connection(agent_factory):
+    srv = SilentServer()
+    try:
+        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
+        s = connect(agent, "echo.test", srv.port)
+        wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+        s.close()
+        wait_for(lambda: srv.is_closed(0), 5, "the early connection to be closed after the client left")
+        assert agent.running(), agent.stderr()
+    finally:
+        srv.stop()
+
+
+def test_sigterm_with_an_early_connection_in_flight_exits_cleanly(agent_factory):
+    srv = SilentServer()
+    try:
+        agent = start_agent(agent_factory, [srv.port])
+        s = connect(agent, "echo.test", srv.port)
+        try:
+            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+            t0 = time.monotonic()
+            rc = agent.stop(timeout=15, check=True)   # exit 0, no sanitizer report
+            assert rc == 0 and time.monotonic() - t0 < 15
+        finally:
+            s.close()
     finally:
         srv.stop()
 
