@@ -117,8 +117,10 @@ class SilentServer:
     relay_to (a port on 127.0.0.1), only the first connection hangs: the
     later ones are relayed byte for byte to that port (a real origin)."""
 
-    def __init__(self, relay_to=None):
+    def __init__(self, relay_to=None, first_tls=None):
         self.relay_to = relay_to
+        self.first_tls = first_tls   # CertPair: the first connection completes a
+                                     # TLS handshake with it, then is closed
         self.received = []   # one bytearray per accepted connection
         self.closed = []     # per connection: the peer closed it
         self._lock = threading.Lock()
@@ -152,8 +154,22 @@ class SilentServer:
                 self._socks.append(c)
             if i > 0 and self.relay_to:
                 threading.Thread(target=self._relay, args=(c,), daemon=True).start()
+            elif i == 0 and self.first_tls:
+                threading.Thread(target=self._tls_then_close, args=(c, i), daemon=True).start()
             else:
                 threading.Thread(target=self._read, args=(c, i), daemon=True).start()
+
+    def _tls_then_close(self, c, i):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.first_tls.cert_path, self.first_tls.key_path)
+        try:
+            c.settimeout(5)
+            t = ctx.wrap_socket(c, server_side=True)
+            t.close()
+        except (OSError, ssl.SSLError):
+            c.close()
+        with self._lock:
+            self.closed[i] = True
 
     def _relay(self, c):
         try:
@@ -591,6 +607,36 @@ def test_sigterm_with_an_early_connection_in_flight_exits_cleanly(agent_factory)
             assert rc == 0 and time.monotonic() - t0 < 15
         finally:
             s.close()
+    finally:
+        srv.stop()
+
+
+def test_early_connection_the_origin_closed_is_replaced_by_a_new_one(agent_factory, good, certs):
+    """The origin completes the early handshake, then closes the connection
+    before the ClientHello comes: the client is served over a new origin
+    connection, as without the feature (not the 502 page "The origin closed
+    the connection without answering")."""
+    srv = SilentServer(relay_to=good.port, first_tls=certs["good"])
+    try:
+        agent = start_agent(agent_factory, [srv.port])
+        before = metrics(agent)
+        s = connect(agent, "good.test", srv.port)
+        try:
+            wait_for(lambda: srv.is_closed(0), 5, "the origin to close the early connection")
+            time.sleep(0.3)   # its close reaches the agent
+            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
+            r = get(tls, "good.test", srv.port, "/early/closed-by-origin")
+            tls.close()
+        finally:
+            s.close()
+        assert r.status == 200, r.text
+        ok(r, good, "/early/closed-by-origin")
+        assert srv.connections == 2 and good.connections == 1, (srv.connections, good.connections)
+        after = metrics(agent)
+        assert delta(before, after, EARLY) == 1, after
+        # seen closed before the ClientHello (dropped), or only when the GET
+        # went out on it (sent again on a new connection, as on a pooled one)
+        assert delta(before, after, DROPPED) + delta(before, after, "shoji_upstream_retried_total") == 1, after
     finally:
         srv.stop()
 
