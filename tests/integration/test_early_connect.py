@@ -15,6 +15,18 @@ What a user or admin would notice:
   * a client that says nothing after CONNECT still gets a raw tunnel after
     the peek timeout (3 s), also when the early TLS handshake with the origin
     is still hanging then (it is given the handshake timeout, then closed);
+  * the same while the early TLS handshake still hangs: another name waits
+    for the handshake timeout, then gets its own connection; the same name
+    gets the 504 page exactly as with `--early-connect none`; a client that
+    hangs up, or SIGTERM, closes it;
+  * a block or a remembered certificate exclusion: the block page as before;
+    a host remembered as tunnelled gets no early connection;
+  * bytes after CONNECT that are not a readable ClientHello (plain bytes,
+    TLS the agent cannot parse) are tunnelled untouched, the early
+    connection closed first (this left a connection behind, and SIGTERM
+    waited 10 s, before 7393533);
+  * an early connection the origin closed before the ClientHello: the GET is
+    served over a new one (it got the 502 page before 42bea35);
   * an origin refusing connections still gives the agent's 502 page;
   * a pooled origin connection for the same host means no early one;
   * `--early-connect none` opens nothing before the ClientHello;
