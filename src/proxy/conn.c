@@ -477,6 +477,10 @@ static void on_tunnel_ready(struct conn *c, int status, const char *why)
 
 static void start_tunnel(struct conn *c)
 {
+    if (c->early) {   /* every way into a tunnel closes the early connection first */
+        early_then(c, start_tunnel);
+        return;
+    }
     pstream_pause(c->client);
     c->kind = CK_TUNNEL;
     up_connect(c, conn_connect_host(c), c->target_port, false, on_tunnel_ready);

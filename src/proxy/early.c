@@ -102,6 +102,11 @@ bool early_adopt(struct conn *c)
     }
     c->early = false;
     c->early_done = false;
+    /* Opened a while ago and idle since (paused: its close goes unseen),
+     * like a pooled one: the origin may have closed it meanwhile, so a safe
+     * request is allowed one retry on a new connection (forward.c). */
+    if (c->early_status == 0)
+        c->up_idle = true;
     pstream_pause(c->client);
     char why[sizeof c->early_why];
     util_strlcpy(why, c->early_why, sizeof why);
