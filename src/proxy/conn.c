@@ -74,6 +74,7 @@ void conn_close(struct conn *c)
             conn_log_tunnel(c, c->tunnel_mode ? c->tunnel_mode : "tunnel", NULL);
         c->state = CS_CLOSING;
         ident_conn_closed(c);
+        early_conn_closed(c);
         if (c->ex) {
             fwd_free(c->ex);
             c->ex = NULL;

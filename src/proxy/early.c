@@ -78,11 +78,24 @@ static void take_over(struct conn *c, void (*done)(struct conn *c, int status, c
     pstream_pause(c->client);
 }
 
-static void drop(struct conn *c)
+static void forget(struct conn *c)
 {
     c->early = false;
     c->early_done = false;
+    c->early_next = NULL;
     atomic_fetch_add(&c->w->sh->m.upstream_early_dropped, 1);
+}
+
+void early_conn_closed(struct conn *c)
+{
+    if (c->early || c->early_next)   /* unused, or settling to be dropped */
+        forget(c);
+}
+
+static void drop(struct conn *c)
+{
+    forget(c);
+    c->on_connected = NULL;   /* a handshake in flight ends with its stream */
     if (c->up) {
         struct pstream *s = c->up;
         c->up = NULL;
@@ -119,7 +132,6 @@ static void on_dropped_settled(struct conn *c, int status, const char *why)
     (void)status;
     (void)why;
     void (*next)(struct conn *c) = c->early_next;
-    c->early_next = NULL;
     if (c->resolving) {
         /* a lookup that timed out is still pending on c->gai: the next
          * step would need it (the same name), and could not fail better */
@@ -134,8 +146,12 @@ static void on_dropped_settled(struct conn *c, int status, const char *why)
 
 void early_then(struct conn *c, void (*next)(struct conn *c))
 {
-    if (!c->early_done) {
+    /* A lookup or TCP connect in flight owns c->gai / c->connect_req, which
+     * the next step may need: it settles first. A TLS handshake is only its
+     * stream's: closed at once. */
+    if (!c->early_done && c->early_state == CS_CONNECTING) {
         c->early_next = next;
+        c->upstream_tls = false;   /* settled once TCP is up: no TLS started */
         take_over(c, on_dropped_settled);
         return;
     }

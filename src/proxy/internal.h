@@ -455,8 +455,12 @@ bool early_fits(const struct conn *c, const struct policy_verdict *v);
  * False when it was lost meanwhile (the origin closed it after its
  * handshake): dropped, and the caller goes on as without it. */
 bool early_adopt(struct conn *c);
-/* Not used: closed, then `next` runs (at once, or once it settles). */
+/* Not used: closed, then `next` runs (at once, or once a name lookup or
+ * TCP connect in flight settles). */
 void early_then(struct conn *c, void (*next)(struct conn *c));
+/* The connection closes with an early connection unused: counted dropped
+ * (conn_close closes the stream). */
+void early_conn_closed(struct conn *c);
 
 /* pages.c */
 int page_render(struct buf *out, int status, const char *title, const char *detail,
