@@ -661,12 +661,10 @@ static bool remembered_cert_phase(struct conn *c)
     return remembered(c, &e, names) && cert_decide(c, names, e.n, &e.dst, true);
 }
 
-bool conn_memo_tunnels(struct conn *c)
+bool conn_memo_known(struct conn *c)
 {
     struct certmemo_entry e;
-    const char *names[CERTMEMO_NAMES];
-    struct policy_verdict v;
-    return remembered(c, &e, names) && cert_verdict(c, names, e.n, &e.dst, &v);
+    return certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), &e);
 }
 
 /* A request line starts with a method token and a space. */

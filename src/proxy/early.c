@@ -8,9 +8,10 @@
  * client's round trip (its key share, its ClientHello). Only when the
  * CONNECT verdict is a decode, on a port listed in --early-connect (443 by
  * default: a TLS port, so the origin never gets a ClientHello it cannot
- * read), and when no pooled connection or remembered certificate makes it
- * unneeded. The SNI sent is the CONNECT host; a ClientHello naming another
- * host, or any verdict but decode, drops it.
+ * read), for a host:port not decoded in the last hour (no certificate
+ * memo: a known host's connections come from the pool). The SNI sent is
+ * the CONNECT host; a ClientHello naming another host, or any verdict but
+ * decode, drops it.
  * Must never: let the early connection decide anything (the ClientHello's
  * verdict does), reuse c->gai while a lookup is pending, or leave a dropped
  * connection open. */
@@ -45,8 +46,14 @@ void early_maybe_start(struct conn *c, const struct policy_verdict *v)
         return;
     if (!conn_pool_key(c, key, sizeof key) || up_pool_has(c->w, key))
         return;   /* not poolable, or a pooled one will serve it */
-    if (conn_memo_tunnels(c))
-        return;   /* its certificate said "tunnel" last time */
+    /* A host decoded in the last hour (the certificate memo): its client
+     * connections are served from the pool, or open one at the ClientHello
+     * as before. A burst of new connections to it must not open one origin
+     * connection each while pooled ones come back (a browser's six), and a
+     * remembered certificate may say "tunnel". Early connections are for
+     * the first contact. */
+    if (conn_memo_known(c))
+        return;
     c->early = true;
     c->early_done = false;
     c->early_state = CS_CONNECTING;

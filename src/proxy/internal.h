@@ -438,7 +438,7 @@ bool up_pool_has(struct worker *w, const char *key);
 
 /* conn.c, for early.c */
 bool conn_pool_key(const struct conn *c, char *key, size_t cap);
-bool conn_memo_tunnels(struct conn *c);   /* the remembered certificate says tunnel */
+bool conn_memo_known(struct conn *c);   /* its certificate was seen in the last hour */
 void conn_on_decode_upstream(struct conn *c, int status, const char *why);
 void conn_act_on_verdict(struct conn *c);  /* carries out c->verdict (peek phase) */
 

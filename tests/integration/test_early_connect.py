@@ -29,7 +29,9 @@ What a user or admin would notice:
   * an early connection the origin closed before the ClientHello: the GET is
     served over a new one (it got the 502 page before 42bea35);
   * an origin refusing connections still gives the agent's 502 page;
-  * a pooled origin connection for the same host means no early one;
+  * a pooled origin connection for the same host means no early one, and
+    so does a host decoded in the last hour (its connection opens at the
+    ClientHello, as before);
   * `--early-connect none` opens nothing before the ClientHello;
   * a bad --early-connect value is refused at start (exit status 2).
 
@@ -694,6 +696,33 @@ def test_pooled_origin_connection_means_no_early_connection(agent_factory, good)
     assert delta(m1, m2, EARLY) == 0, "an early connection opened although a pooled one existed"
     assert delta(m1, m2, "shoji_upstream_reused_total") == 1, m2
     assert good.connections == 1, good.connections
+
+
+def test_known_host_without_a_pooled_connection_opens_at_the_clienthello(agent_factory, good):
+    """Early connections are for the first contact: a host decoded in the
+    last hour whose pooled connection is gone (here the origin answered
+    `Connection: close`) gets its origin connection at the ClientHello, as
+    without the feature, so a burst of connections to a known site does not
+    open one origin connection each while pooled ones come back."""
+    agent = start_agent(agent_factory, [good.port])
+    m0 = metrics(agent)
+    r, _ = https_get(agent.port, "good.test", good.port, "/close", cafile=agent.ca_path)
+    ok(r, good, "/close")
+    m1 = metrics(agent)
+    assert delta(m0, m1, EARLY) == 1, m1
+    n = good.connections
+    s = connect(agent, "good.test", good.port)
+    try:
+        time.sleep(1)
+        assert good.connections == n, "an origin connection opened at CONNECT for a known host"
+        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
+        r = get(tls, "good.test", good.port, "/known/2")
+        tls.close()
+    finally:
+        s.close()
+    ok(r, good, "/known/2")
+    assert good.connections == n + 1, good.connections
+    assert delta(m1, metrics(agent), EARLY) == 0
 
 
 # --- 8. turned off ------------------------------------------------------------------------
