@@ -180,7 +180,7 @@ strace_all() {
   for c in $cases; do
     case $c in
       ka) strace_case ka --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;
-      new) strace_case new --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
+      new) strace_case new --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode new -c "${BENCH_NEW_CONN:-2}" -n 400 -t 60 --expect-len 1024 ;;
       tunnel) strace_case tunnel --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
       tbulk) strace_case tbulk --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode bulk -c 2 -n 100 -t 60 --path /10m --expect-len 10485760 ;;
       http) strace_case http --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;

@@ -258,7 +258,7 @@ except Exception as e: print("?", e)')" >&2
 for rep in $(seq 1 "$REPEATS"); do
   log "repeat $rep/$REPEATS ($((SECONDS - RUN_START)) s so far)"
   for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
-  if in_order shoji-decode && want_fig new; then first_series "$rep"; fi
+  if in_order shoji-decode && want_fig new && [ "$FIRST_N" -gt 0 ]; then first_series "$rep"; fi
 done
 
 # A fresh shoji for each of its hold tests: glibc keeps what a burst of
