@@ -48,7 +48,7 @@ import time
 
 import pytest
 
-from helpers.agent import free_port, run_cli
+from helpers.agent import agent_metrics, free_port, metrics_delta, run_cli
 from helpers.client import (HTTPReader, _request_bytes, connect_tunnel, https_get, peer_cert,
                             tls_context)
 from helpers.pki import cert_names, load_cert, verify_issued_by
@@ -66,26 +66,8 @@ def start_agent(agent_factory, ports, extra=(), **kw):
     return agent_factory(workers=1, extra_args=["--early-connect", ports] + list(extra), **kw).start()
 
 
-def metrics(agent):
-    """{name: value} of the agent's /metrics (asked directly, not proxied)."""
-    s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % agent.port)
-        r = HTTPReader(s).response()
-    finally:
-        s.close()
-    assert r.status == 200, r
-    out = {}
-    for line in r.text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def delta(before, after, name):
-    assert name in after, "%s missing from /metrics: %s" % (name, sorted(after))
-    return after[name] - before.get(name, 0)
+metrics = agent_metrics
+delta = metrics_delta
 
 
 def connect(agent, host, port):
@@ -104,6 +86,16 @@ def wait_early(origin, n=1, timeout=5):
 def get(tls, host, port, path):
     tls.sendall(_request_bytes("GET", path, None, None, "%s:%d" % (host, port)))
     return HTTPReader(tls).response()
+
+
+def tls_get(s, cafile, sni, port, path):
+    """TLS over the CONNECTed socket `s` trusting only `cafile`, one GET:
+    (response, leaf certificate)."""
+    tls = tls_context(cafile).wrap_socket(s, server_hostname=sni)
+    try:
+        return get(tls, sni, port, path), peer_cert(tls)
+    finally:
+        tls.close()
 
 
 def ok(r, origin, path):
@@ -254,10 +246,7 @@ def test_first_contact_is_served_over_the_connection_opened_at_connect(agent_fac
     try:
         # no TLS byte sent yet: the origin connection can only be the early one
         wait_early(good)
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
-        r = get(tls, "good.test", good.port, "/early/1")
-        leaf = peer_cert(tls)
-        tls.close()
+        r, leaf = tls_get(s, agent.ca_path, "good.test", good.port, "/early/1")
     finally:
         s.close()
     ok(r, good, "/early/1")
@@ -280,10 +269,7 @@ def test_clienthello_naming_another_host_gets_its_own_origin_connection(agent_fa
     s = connect(agent, "good.test", good.port)
     try:
         wait_early(good)
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="www.good.test")
-        r = get(tls, "www.good.test", good.port, "/early/www")
-        leaf = peer_cert(tls)
-        tls.close()
+        r, leaf = tls_get(s, agent.ca_path, "www.good.test", good.port, "/early/www")
     finally:
         s.close()
     ok(r, good, "/early/www")
@@ -313,10 +299,7 @@ def test_exclusion_matching_the_sni_tunnels_and_drops_the_early_connection(agent
     try:
         wait_early(good)
         # trusting only the test root CA: only the origin's own certificate passes
-        tls = tls_context(pki.ca_cert_path).wrap_socket(s, server_hostname="www.good.test")
-        leaf = peer_cert(tls)
-        r = get(tls, "www.good.test", good.port, "/early/excluded")
-        tls.close()
+        r, leaf = tls_get(s, pki.ca_cert_path, "www.good.test", good.port, "/early/excluded")
     finally:
         s.close()
     assert der(leaf) == der(good.cert.cert), "decoded although the SNI is excluded"
@@ -350,9 +333,7 @@ def test_block_matching_the_sni_gives_the_block_page(agent_factory, good, tmp_pa
     try:
         if early:
             wait_early(good)
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="www.good.test")
-        page = get(tls, "www.good.test", good.port, "/early/blocked")
-        tls.close()
+        page, _ = tls_get(s, agent.ca_path, "www.good.test", good.port, "/early/blocked")
     finally:
         s.close()
     assert page.status == 403, page
@@ -375,10 +356,7 @@ def test_host_remembered_as_tunnelled_gets_no_early_connection(agent_factory, go
     def visit(path):
         s = connect(agent, "good.test", good.port)
         try:
-            tls = tls_context(pki.ca_cert_path).wrap_socket(s, server_hostname="good.test")
-            leaf = peer_cert(tls)
-            r = get(tls, "good.test", good.port, path)
-            tls.close()
+            r, leaf = tls_get(s, pki.ca_cert_path, "good.test", good.port, path)
         finally:
             s.close()
         assert der(leaf) == der(good.cert.cert), "decoded although the certificate is excluded"
@@ -410,10 +388,7 @@ def test_silent_client_gets_a_raw_tunnel_after_the_peek_timeout(agent_factory, g
         time.sleep(PEEK_TIMEOUT_S + 1)   # the client waits for the server to speak
         wait_for(lambda: delta(before, metrics(agent), DROPPED) == 1, 5,
                  "the early connection to be dropped at the peek timeout")
-        tls = tls_context(pki.ca_cert_path).wrap_socket(s, server_hostname="good.test")
-        leaf = peer_cert(tls)
-        r = get(tls, "good.test", good.port, "/early/silent")
-        tls.close()
+        r, leaf = tls_get(s, pki.ca_cert_path, "good.test", good.port, "/early/silent")
     finally:
         s.close()
     assert der(leaf) == der(good.cert.cert), "not a raw tunnel: the client got a minted leaf"
@@ -551,10 +526,8 @@ def test_clienthello_for_another_host_waits_for_a_hanging_early_handshake(agent_
         try:
             wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
             t0 = time.monotonic()
-            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="www.good.test")
-            r = get(tls, "www.good.test", srv.port, "/early/hang-www")
+            r, _ = tls_get(s, agent.ca_path, "www.good.test", srv.port, "/early/hang-www")
             took = time.monotonic() - t0
-            tls.close()
         finally:
             s.close()
         ok(r, good, "/early/hang-www")
@@ -581,10 +554,8 @@ def test_clienthello_for_the_same_host_with_a_hanging_origin_handshake_gets_504(
             if early:
                 wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
             t0 = time.monotonic()
-            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="echo.test")
-            page = get(tls, "echo.test", srv.port, "/")
+            page, _ = tls_get(s, agent.ca_path, "echo.test", srv.port, "/")
             took = time.monotonic() - t0
-            tls.close()
         finally:
             s.close()
         assert page.status == 504, page
@@ -643,9 +614,7 @@ def test_early_connection_the_origin_closed_is_replaced_by_a_new_one(agent_facto
         try:
             wait_for(lambda: srv.is_closed(0), 5, "the origin to close the early connection")
             time.sleep(0.3)   # its close reaches the agent
-            tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
-            r = get(tls, "good.test", srv.port, "/early/closed-by-origin")
-            tls.close()
+            r, _ = tls_get(s, agent.ca_path, "good.test", srv.port, "/early/closed-by-origin")
         finally:
             s.close()
         assert r.status == 200, r.text
@@ -668,10 +637,8 @@ def test_refused_origin_still_gives_the_502_page(agent_factory):
     before = metrics(agent)
     s = connect(agent, "closed.test", port)
     try:
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="closed.test")
-        verify_issued_by(peer_cert(tls), load_cert(agent.ca_path))
-        page = get(tls, "closed.test", port, "/")
-        tls.close()
+        page, leaf = tls_get(s, agent.ca_path, "closed.test", port, "/")
+        verify_issued_by(leaf, load_cert(agent.ca_path))
     finally:
         s.close()
     assert page.status == 502, page
@@ -715,9 +682,7 @@ def test_known_host_without_a_pooled_connection_opens_at_the_clienthello(agent_f
     try:
         time.sleep(1)
         assert good.connections == n, "an origin connection opened at CONNECT for a known host"
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
-        r = get(tls, "good.test", good.port, "/known/2")
-        tls.close()
+        r, _ = tls_get(s, agent.ca_path, "good.test", good.port, "/known/2")
     finally:
         s.close()
     ok(r, good, "/known/2")
@@ -734,9 +699,7 @@ def test_early_connect_none_opens_nothing_before_the_clienthello(agent_factory, 
     try:
         time.sleep(1)
         assert good.connections == 0, "an origin connection opened before the ClientHello"
-        tls = tls_context(agent.ca_path).wrap_socket(s, server_hostname="good.test")
-        r = get(tls, "good.test", good.port, "/none")
-        tls.close()
+        r, _ = tls_get(s, agent.ca_path, "good.test", good.port, "/none")
     finally:
         s.close()
     ok(r, good, "/none")

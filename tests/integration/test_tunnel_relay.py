@@ -13,7 +13,6 @@ agent tunnels it untouched. Its first line is a command:
   hold             say nothing, close at EOF
 """
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -21,13 +20,13 @@ import socket
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from helpers.agent import agent_metrics  # noqa: E402
 from helpers.client import connect_tunnel  # noqa: E402
 from helpers.origin import pattern_chunks, pattern_sha256  # noqa: E402
 from helpers.tools import tcp_cc  # noqa: E402
@@ -154,15 +153,7 @@ def tunnel_records(agent, port):
     return [r for r in agent.access_log_records() if r.get("method") == "CONNECT" and r.get("url") == url]
 
 
-def metrics(agent):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % agent.port, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            k, v = line.split()
-            out[k] = int(v)
-    return out
+metrics = agent_metrics
 
 
 def test_a_20_mib_upload_arrives_intact_and_the_client_half_close_passes_on(agent, bulk):

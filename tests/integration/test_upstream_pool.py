@@ -28,7 +28,6 @@ import contextlib
 import os
 import select
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -37,7 +36,7 @@ import time
 
 import pytest
 
-from helpers.agent import Agent
+from helpers.agent import Agent, agent_metrics, metrics_delta
 from helpers.client import HTTPReader, ProxyClient, _request_bytes, tls_via_proxy
 from helpers.tools import clean_env, curl_fetch
 
@@ -70,26 +69,8 @@ def good(make_origin, certs):
 
 # --- helpers ------------------------------------------------------------------
 
-def metrics(agent):
-    """{name: value} of the agent's /metrics (asked directly, not proxied)."""
-    s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % agent.port)
-        r = HTTPReader(s).response()
-    finally:
-        s.close()
-    assert r.status == 200, r
-    out = {}
-    for line in r.text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def delta(before, after, name):
-    assert name in after, "%s missing from /metrics: %s" % (name, sorted(after))
-    return after[name] - before.get(name, 0)
+metrics = agent_metrics
+delta = metrics_delta
 
 
 class Decoded:

@@ -248,3 +248,29 @@ class Agent:
                 return got
             time.sleep(0.02)
         return got
+
+
+def agent_metrics(agent):
+    """{name: value} of the agent's /metrics, asked directly (not proxied).
+    A labelled series keeps its labels in the name."""
+    from helpers.client import HTTPReader   # client.py does not import this module
+    s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                  % agent.port)
+        r = HTTPReader(s).response()
+    finally:
+        s.close()
+    assert r.status == 200, r
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def metrics_delta(before, after, name):
+    """How much counter `name` grew between two agent_metrics() readings."""
+    assert name in after, "%s missing from /metrics: %s" % (name, sorted(after))
+    return after[name] - before.get(name, 0)
