@@ -40,6 +40,7 @@ in --early-connect (the default is 443). One worker, so the pool is
 deterministic; one agent per test, so neither the pool nor the certificate
 memo of one test changes another.
 """
+import contextlib
 import json
 import socket
 import ssl
@@ -448,25 +449,40 @@ def test_bytes_that_are_not_a_clienthello_are_tunnelled_and_the_early_connection
         time.monotonic() - t0)
 
 
+@contextlib.contextmanager
+def hanging_early(agent_factory, host="echo.test", handshake_ms=1000, relay_to=None, early=True):
+    """An origin that never answers the agent's ClientHello (SilentServer),
+    an agent listing its port (or `none`), and a client CONNECTed to `host`
+    whose early connection's ClientHello has reached the origin: yields
+    (server, agent, /metrics before, client socket)."""
+    srv = SilentServer(relay_to=relay_to)
+    try:
+        agent = start_agent(agent_factory, [srv.port] if early else "none",
+                            extra=["--handshake-timeout", str(handshake_ms)])
+        before = metrics(agent)
+        s = connect(agent, host, srv.port)
+        try:
+            if early:
+                wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+            yield srv, agent, before, s
+        finally:
+            s.close()
+    finally:
+        srv.stop()
+
+
 def test_plain_bytes_while_the_early_handshake_hangs_are_tunnelled_after_it_is_closed(agent_factory):
     """The same with the early handshake still pending when the bytes come
     (an origin that never answers it): it is closed at once, the bytes go
     to the origin over a new connection (not left behind: SIGTERM still
     ends the agent at once)."""
-    srv = SilentServer()
-    try:
-        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
-        before = metrics(agent)
-        s = connect(agent, "echo.test", srv.port)
-        try:
-            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
-            s.sendall(NOT_A_HELLO["plain"])
-            wait_for(lambda: srv.got(1, NOT_A_HELLO["plain"]), 5,
-                     "the client's bytes on a new origin connection (server saw %d)" % srv.connections)
-            wait_for(lambda: srv.is_closed(0), 5, "the early connection to be closed")
-            assert not srv.got(0, NOT_A_HELLO["plain"]), "the bytes went over the early connection"
-        finally:
-            s.close()
+    with hanging_early(agent_factory) as (srv, agent, before, s):
+        s.sendall(NOT_A_HELLO["plain"])
+        wait_for(lambda: srv.got(1, NOT_A_HELLO["plain"]), 5,
+                 "the client's bytes on a new origin connection (server saw %d)" % srv.connections)
+        wait_for(lambda: srv.is_closed(0), 5, "the early connection to be closed")
+        assert not srv.got(0, NOT_A_HELLO["plain"]), "the bytes went over the early connection"
+        s.close()
         after = metrics(agent)
         assert delta(before, after, EARLY) == 1, after
         assert delta(before, after, DROPPED) == 1, after
@@ -474,62 +490,45 @@ def test_plain_bytes_while_the_early_handshake_hangs_are_tunnelled_after_it_is_c
         assert agent.stop(timeout=15, check=True) == 0
         assert time.monotonic() - t0 < 5, "SIGTERM took %.1f s: a connection was left behind" % (
             time.monotonic() - t0)
-    finally:
-        srv.stop()
 
 
 # --- 5. the early handshake still hanging at the peek timeout ------------------------
 
 def test_early_handshake_hanging_at_the_peek_timeout_is_dropped_then_tunnelled(agent_factory):
-    srv = SilentServer()
-    try:
-        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
-        before = metrics(agent)
-        s = connect(agent, "echo.test", srv.port)
-        try:
-            wait_for(lambda: srv.connections >= 1, 5, "the origin connection opened at CONNECT")
-            # the agent's ClientHello reached the server, which never answers
-            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
-            # peek timeout (3 s) + the handshake timeout (1 s), and a margin
-            time.sleep(PEEK_TIMEOUT_S + 1 + 1)
-            assert agent.running(), agent.stderr()
-            wait_for(lambda: srv.is_closed(0), 5, "the hanging early connection to be closed")
-            marker = b"RAW-BYTES-AFTER-SILENCE-%d" % srv.port
-            s.sendall(marker)
-            wait_for(lambda: srv.got(1, marker), 5,
-                     "the client's bytes on a new (raw tunnel) origin connection; server saw %d "
-                     "connection(s)" % srv.connections)
-            assert not srv.got(0, marker), "the client's bytes went over the early connection"
-            assert srv.connections == 2, srv.connections
-        finally:
-            s.close()
+    with hanging_early(agent_factory) as (srv, agent, before, s):
+        # the agent's ClientHello reached the server, which never answers;
+        # the peek timeout (3 s) passes, and a margin
+        time.sleep(PEEK_TIMEOUT_S + 1 + 1)
+        assert agent.running(), agent.stderr()
+        wait_for(lambda: srv.is_closed(0), 5, "the hanging early connection to be closed")
+        marker = b"RAW-BYTES-AFTER-SILENCE-%d" % srv.port
+        s.sendall(marker)
+        wait_for(lambda: srv.got(1, marker), 5,
+                 "the client's bytes on a new (raw tunnel) origin connection; server saw %d "
+                 "connection(s)" % srv.connections)
+        assert not srv.got(0, marker), "the client's bytes went over the early connection"
+        assert srv.connections == 2, srv.connections
+        s.close()
         after = metrics(agent)
         assert delta(before, after, EARLY) == 1, after
         assert delta(before, after, DROPPED) == 1, after
         assert agent.running(), agent.stderr()
-    finally:
-        srv.stop()
 
 
 # --- 5b. other endings while the early handshake hangs --------------------------------
 
-def test_clienthello_for_another_host_waits_for_a_hanging_early_handshake(agent_factory, good):
+def test_clienthello_for_another_host_does_not_wait_for_a_hanging_early_handshake(agent_factory,
+                                                                                  good):
     """The verdict differs (another name) while the early handshake still
     hangs: it is closed at once, without waiting for the handshake timeout
     (4 s here), and the ClientHello is served over a new origin connection
     (here relayed to the real origin)."""
-    srv = SilentServer(relay_to=good.port)
-    try:
-        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "4000"])
-        before = metrics(agent)
-        s = connect(agent, "good.test", srv.port)
-        try:
-            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
-            t0 = time.monotonic()
-            r, _ = tls_get(s, agent.ca_path, "www.good.test", srv.port, "/early/hang-www")
-            took = time.monotonic() - t0
-        finally:
-            s.close()
+    with hanging_early(agent_factory, "good.test", 4000, relay_to=good.port) as (
+            srv, agent, before, s):
+        t0 = time.monotonic()
+        r, _ = tls_get(s, agent.ca_path, "www.good.test", srv.port, "/early/hang-www")
+        took = time.monotonic() - t0
+        s.close()
         ok(r, good, "/early/hang-www")
         assert took < 3, "took %.1f s: it waited for the hanging handshake (timeout 4 s)" % took
         assert srv.connections == 2 and good.connections == 1, (srv.connections, good.connections)
@@ -537,27 +536,17 @@ def test_clienthello_for_another_host_waits_for_a_hanging_early_handshake(agent_
         after = metrics(agent)
         assert delta(before, after, EARLY) == 1, after
         assert delta(before, after, DROPPED) == 1, after
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("early", [True, False], ids=["early", "none"])
 def test_clienthello_for_the_same_host_with_a_hanging_origin_handshake_gets_504(agent_factory, early):
     """Adopted while it hangs: after the handshake timeout the client gets
     the agent's 504 page, exactly as without the feature ("none")."""
-    srv = SilentServer()
-    try:
-        agent = start_agent(agent_factory, [srv.port] if early else "none",
-                            extra=["--handshake-timeout", "1000"])
-        s = connect(agent, "echo.test", srv.port)
-        try:
-            if early:
-                wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
-            t0 = time.monotonic()
-            page, _ = tls_get(s, agent.ca_path, "echo.test", srv.port, "/")
-            took = time.monotonic() - t0
-        finally:
-            s.close()
+    with hanging_early(agent_factory, early=early) as (srv, agent, _, s):
+        t0 = time.monotonic()
+        page, _ = tls_get(s, agent.ca_path, "echo.test", srv.port, "/")
+        took = time.monotonic() - t0
+        s.close()
         assert page.status == 504, page
         assert "html" in (page.header("content-type") or "").lower(), page
         assert "echo.test" in page.text, page.text[:500]
@@ -565,40 +554,22 @@ def test_clienthello_for_the_same_host_with_a_hanging_origin_handshake_gets_504(
         assert srv.connections == 1, srv.connections
         wait_for(lambda: srv.is_closed(0), 5, "the timed-out origin connection to be closed")
         assert agent.running(), agent.stderr()
-    finally:
-        srv.stop()
 
 
 def test_client_hanging_up_closes_the_early_connection(agent_factory):
-    srv = SilentServer()
-    try:
-        agent = start_agent(agent_factory, [srv.port], extra=["--handshake-timeout", "1000"])
-        before = metrics(agent)
-        s = connect(agent, "echo.test", srv.port)
-        wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
+    with hanging_early(agent_factory) as (srv, agent, before, s):
         s.close()
         wait_for(lambda: srv.is_closed(0), 5, "the early connection to be closed after the client left")
         assert agent.running(), agent.stderr()
         # a browser's unused pre-connection shows as waste in /metrics
         wait_for(lambda: delta(before, metrics(agent), DROPPED) == 1, 5, "the dropped counter")
-    finally:
-        srv.stop()
 
 
 def test_sigterm_with_an_early_connection_in_flight_exits_cleanly(agent_factory):
-    srv = SilentServer()
-    try:
-        agent = start_agent(agent_factory, [srv.port])
-        s = connect(agent, "echo.test", srv.port)
-        try:
-            wait_for(lambda: srv.got(0, b"\x16\x03"), 5, "the agent's TLS ClientHello to the origin")
-            t0 = time.monotonic()
-            rc = agent.stop(timeout=15, check=True)   # exit 0, no sanitizer report
-            assert rc == 0 and time.monotonic() - t0 < 15
-        finally:
-            s.close()
-    finally:
-        srv.stop()
+    with hanging_early(agent_factory, handshake_ms=15000) as (_, agent, _, _s):
+        t0 = time.monotonic()
+        rc = agent.stop(timeout=15, check=True)   # exit 0, no sanitizer report
+        assert rc == 0 and time.monotonic() - t0 < 15
 
 
 def test_early_connection_the_origin_closed_is_replaced_by_a_new_one(agent_factory, good, certs):
