@@ -99,6 +99,31 @@ def tls_get(s, cafile, sni, port, path):
         tls.close()
 
 
+def early_get(agent, origin, host, sni, path, cafile=None, n=1):
+    """CONNECT `host` to `origin`'s port, wait until the origin saw `n`
+    connections (the early one: no TLS byte has been sent yet), then TLS for
+    `sni` and one GET: (response, leaf certificate)."""
+    s = connect(agent, host, origin.port)
+    try:
+        wait_early(origin, n)
+        return tls_get(s, cafile or agent.ca_path, sni, origin.port, path)
+    finally:
+        s.close()
+
+
+def served_on_a_new_connection(agent, before, origin, r, path):
+    """`r` is the origin's answer to `path`, carried by a second origin
+    connection: the early one was opened, carried nothing and was dropped."""
+    ok(r, origin, path)
+    assert origin.connections == 2, origin.connections
+    assert conn_ids(origin, path) == [2], (
+        "the request went over origin connection(s) %r; the early one (1) must carry none"
+        % conn_ids(origin, path))
+    after = metrics(agent)
+    assert delta(before, after, EARLY) == 1, after
+    assert delta(before, after, DROPPED) == 1, after
+
+
 def ok(r, origin, path):
     assert r.status == 200, r
     assert origin.marker in r.text, "not the origin's content: %r" % r
@@ -243,13 +268,8 @@ class SilentServer:
 def test_first_contact_is_served_over_the_connection_opened_at_connect(agent_factory, good):
     agent = start_agent(agent_factory, [good.port])
     before = metrics(agent)
-    s = connect(agent, "good.test", good.port)
-    try:
-        # no TLS byte sent yet: the origin connection can only be the early one
-        wait_early(good)
-        r, leaf = tls_get(s, agent.ca_path, "good.test", good.port, "/early/1")
-    finally:
-        s.close()
+    # no TLS byte sent yet: the origin connection can only be the early one
+    r, leaf = early_get(agent, good, "good.test", "good.test", "/early/1")
     ok(r, good, "/early/1")
     assert good.connections == 1, (
         "%d origin connections: the one opened at CONNECT was not used" % good.connections)
@@ -267,22 +287,10 @@ def test_first_contact_is_served_over_the_connection_opened_at_connect(agent_fac
 def test_clienthello_naming_another_host_gets_its_own_origin_connection(agent_factory, good):
     agent = start_agent(agent_factory, [good.port])
     before = metrics(agent)
-    s = connect(agent, "good.test", good.port)
-    try:
-        wait_early(good)
-        r, leaf = tls_get(s, agent.ca_path, "www.good.test", good.port, "/early/www")
-    finally:
-        s.close()
-    ok(r, good, "/early/www")
+    r, leaf = early_get(agent, good, "good.test", "www.good.test", "/early/www")
     verify_issued_by(leaf, load_cert(agent.ca_path))
-    assert good.connections == 2, good.connections
-    assert conn_ids(good, "/early/www") == [2], (
-        "the request went over origin connection(s) %r; the early one (1) must carry none"
-        % conn_ids(good, "/early/www"))
-    assert [r.conn_id for r in good.requests] == [2], good.requests
-    after = metrics(agent)
-    assert delta(before, after, EARLY) == 1, after
-    assert delta(before, after, DROPPED) == 1, after
+    assert [q.conn_id for q in good.requests] == [2], good.requests
+    served_on_a_new_connection(agent, before, good, r, "/early/www")
 
 
 # --- 3. an exclusion matching the SNI only ----------------------------------------
@@ -296,20 +304,12 @@ def test_exclusion_matching_the_sni_tunnels_and_drops_the_early_connection(agent
         "auto_avoid": {"enabled": False}}, indent=2) + "\n")
     agent = start_agent(agent_factory, [good.port], policy=str(pol))
     before = metrics(agent)
-    s = connect(agent, "good.test", good.port)   # not excluded: decoded at CONNECT
-    try:
-        wait_early(good)
-        # trusting only the test root CA: only the origin's own certificate passes
-        r, leaf = tls_get(s, pki.ca_cert_path, "www.good.test", good.port, "/early/excluded")
-    finally:
-        s.close()
+    # good.test is not excluded: decoded at CONNECT; trusting only the test
+    # root CA: only the origin's own certificate passes
+    r, leaf = early_get(agent, good, "good.test", "www.good.test", "/early/excluded",
+                        cafile=pki.ca_cert_path)
     assert der(leaf) == der(good.cert.cert), "decoded although the SNI is excluded"
-    ok(r, good, "/early/excluded")
-    assert good.connections == 2, good.connections
-    assert conn_ids(good, "/early/excluded") == [2], good.requests
-    after = metrics(agent)
-    assert delta(before, after, EARLY) == 1, after
-    assert delta(before, after, DROPPED) == 1, after
+    served_on_a_new_connection(agent, before, good, r, "/early/excluded")
 
 
 # --- 3b. a block for the SNI only, and the certificate memo ----------------------------
@@ -393,12 +393,7 @@ def test_silent_client_gets_a_raw_tunnel_after_the_peek_timeout(agent_factory, g
     finally:
         s.close()
     assert der(leaf) == der(good.cert.cert), "not a raw tunnel: the client got a minted leaf"
-    ok(r, good, "/early/silent")
-    assert good.connections == 2, good.connections
-    assert conn_ids(good, "/early/silent") == [2], good.requests
-    after = metrics(agent)
-    assert delta(before, after, EARLY) == 1, after
-    assert delta(before, after, DROPPED) == 1, after
+    served_on_a_new_connection(agent, before, good, r, "/early/silent")
 
 
 # --- 4b. bytes that are not a readable ClientHello --------------------------------------
