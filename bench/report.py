@@ -3,7 +3,10 @@
 
 Reads the loadgen JSON lines written by bench/run.sh (label CONFIG/TEST/REPEAT),
 takes the median over repeats and prints: the main table (with ratios to
-direct), shoji against each peer, and the issue-9 targets met or missed."""
+direct), shoji against each peer, and the issue-9 targets met or missed.
+A target's verdict is on the medians; beside it, the same ratio or
+difference per repeat (the configurations of a repeat run interleaved, so
+a pair shares the machine's state), to show how robust the verdict is."""
 import json
 import statistics
 import sys
@@ -25,7 +28,8 @@ def load(path):
                 d = json.loads(line)
             except ValueError:
                 continue
-            cfg, test, _rep = d["label"].split("/")
+            cfg, test, rep = d["label"].split("/")
+            d["_rep"] = rep
             runs[(cfg, test)].append(d)
     return runs
 
@@ -43,6 +47,30 @@ class Fig:
             if isinstance(v, (int, float)):
                 vals.append(v)
         return statistics.median(vals) if vals else None
+
+    def by_repeat(self, cfg, test, key, sub=None):
+        """{repeat: value} of one figure."""
+        out = {}
+        for d in self.runs.get((cfg, test), []):
+            v = d.get(key)
+            if sub is not None and isinstance(v, dict):
+                v = v.get(sub)
+            if isinstance(v, (int, float)):
+                out[d["_rep"]] = v
+        return out
+
+    def paired(self, a, b, test, key, sub=None, op=None, spec="{:.2f}"):
+        """' (per repeat x, y, z)': `op`(a, b) of the same repeat, a beside
+        the target's median verdict (a repeat's configurations run
+        interleaved, so a pair shares the machine's state)."""
+        va, vb = self.by_repeat(a, test, key, sub), self.by_repeat(b, test, key, sub)
+        op = op or (lambda x, y: x / y if y else None)
+        vals = [op(va[r], vb[r]) for r in sorted(va, key=lambda r: int(r) if r.isdigit() else 0)
+                if r in vb]
+        vals = [v for v in vals if v is not None]
+        if len(vals) < 2:
+            return ""
+        return " (per repeat %s)" % ", ".join(spec.format(v) for v in vals)
 
     def errors(self, cfg):
         return sum(d.get("errors", 0) for (c, t), ds in self.runs.items() if c == cfg
@@ -274,25 +302,35 @@ def targets(f):
     rows = ["| target (issue 9) | wanted | measured | |", "|---|---|---|---|"]
     d, s = "shoji-decode", "squid"
     r = ratio(f.med(d, "ka", "rps"), f.med(s, "ka", "rps"))
-    check(rows, "decode keep-alive req/s vs Squid", fmt(r, "{:.2f}x"),
+    check(rows, "decode keep-alive req/s vs Squid",
+          fmt(r, "{:.2f}x") + f.paired(d, s, "ka", "rps", spec="{:.2f}x"),
           None if r is None else r >= 2, ">= 2x")
     c = f.med(d, "ka", "proxy_cpu_us_per_req")
     check(rows, "decode keep-alive CPU/req", fmt(c, "{:.1f} µs"), None if c is None else c <= 40,
           "<= 40 µs")
     r = ratio(f.med(d, "new", "rps"), f.med(s, "new", "rps"))
-    check(rows, "new decoded conn/s vs Squid", fmt(r, "{:.2f}x"),
+    check(rows, "new decoded conn/s vs Squid",
+          fmt(r, "{:.2f}x") + f.paired(d, s, "new", "rps", spec="{:.2f}x"),
           None if r is None else r >= 1.3, ">= 1.3x")
     c = f.med(d, "new", "proxy_cpu_us_per_req")
     check(rows, "CPU per new decoded conn", fmt(c, "{:.0f} µs"),
           None if c is None else c <= 500, "<= 500 µs")
     add = first_warm(f)["added_first"]
+    series = f.by_repeat("shoji-mint", "series", "added_first", "p50")
+    per = "" if len(series) < 2 else " (series %s)" % ", ".join(
+        "{:+.2f}".format(series[r] / 1000) for r in sorted(series, key=lambda r: int(r) if r.isdigit() else 0))
     check(rows, "first contact (mint) over direct, warm shoji",
-          fmt(None if add is None else add / 1000, "{:.2f} ms"),
+          fmt(None if add is None else add / 1000, "{:.2f} ms") + per,
           None if add is None else add < 2000, "< 2 ms")
     r = ratio(f.med(d, "bulk", "mb_per_s"), f.med(s, "bulk", "mb_per_s"))
-    check(rows, "bulk decoded vs Squid", fmt(r, "{:.2f}x"), None if r is None else r >= 2, ">= 2x")
+    check(rows, "bulk decoded vs Squid",
+          fmt(r, "{:.2f}x") + f.paired(d, s, "bulk", "mb_per_s", spec="{:.2f}x"),
+          None if r is None else r >= 2, ">= 2x")
     r = ratio(f.med("shoji-tunnel", "bulk", "mb_per_s"), f.med("direct", "bulk", "mb_per_s"))
-    check(rows, "bulk tunnelled vs direct", fmt(r and r * 100, "{:.0f}%"),
+    check(rows, "bulk tunnelled vs direct",
+          fmt(r and r * 100, "{:.0f}%") + f.paired("shoji-tunnel", "direct", "bulk", "mb_per_s",
+                                                   op=lambda x, y: 100 * x / y if y else None,
+                                                   spec="{:.0f}%"),
           None if r is None else r >= 0.9, ">= 90%")
     idle = f.med("shoji", "idle", "rss_idle_kib")
     check(rows, "RSS idle", fmt(idle and idle / 1024, "{:.1f} MiB"),
@@ -319,7 +357,9 @@ def targets(f):
         rows.append("| added p99 latency at %s | < 1 ms | %+.0f µs | not measurable: direct p99"
                     " is %.1f ms |" % (rate_text(f), add, b / 1000))
     else:
-        check(rows, "added p99 latency at %s" % rate_text(f), fmt(add, "{:+.0f} µs"),
+        check(rows, "added p99 latency at %s" % rate_text(f),
+              fmt(add, "{:+.0f} µs") + f.paired(d, "direct", "rate", "lat_us", "p99",
+                                                op=lambda x, y: x - y, spec="{:+.0f} µs"),
               None if add is None else add < 1000, "< 1 ms")
     return rows
 
