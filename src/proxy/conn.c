@@ -586,25 +586,19 @@ static void upstream_dst(struct conn *c, struct policy_addr *out)
 /* CERT-phase decision on known certificate names and destination address.
  * Returns true when the connection was turned into a tunnel (a fresh raw
  * connection to which the buffered ClientHello is replayed). */
-static bool cert_verdict(struct conn *c, const char *const *names, size_t n,
-                         const struct policy_addr *dst, struct policy_verdict *v)
+static bool cert_decide(struct conn *c, const char *const *names, size_t n,
+                        const struct policy_addr *dst, bool remembered)
 {
     struct policy_facts f;
+    struct policy_verdict v;
     conn_fill_facts(c, &f);
     f.phase = POLICY_PHASE_CERT;
     f.cert_names = names;
     f.ncert_names = n;
     if (dst && dst->family)
         f.dst = *dst;
-    policy_decide(c->policy, &f, v);
-    return v->action == POLICY_TUNNEL || v->action == POLICY_BYPASS;
-}
-
-static bool cert_decide(struct conn *c, const char *const *names, size_t n,
-                        const struct policy_addr *dst, bool remembered)
-{
-    struct policy_verdict v;
-    if (!cert_verdict(c, names, n, dst, &v))
+    policy_decide(c->policy, &f, &v);
+    if (v.action != POLICY_TUNNEL && v.action != POLICY_BYPASS)
         return false;
     if (remembered) {
         size_t l = strlen(v.rule);
@@ -644,27 +638,26 @@ bool conn_cert_phase(struct conn *c, const struct tls_names *tn)
 
 /* Before probing the origin: what its certificate said last time may
  * already decide (certificate-name and IP exclusions). */
-static bool remembered(struct conn *c, struct certmemo_entry *e, const char **names)
+static bool memo_get(struct conn *c, struct certmemo_entry *e)
 {
-    if (!policy_has_cert_rules(c->policy) ||
-        !certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), e))
-        return false;
-    for (size_t i = 0; i < e->n; i++)
-        names[i] = e->names[i];
-    return true;
+    return certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), e);
 }
 
 static bool remembered_cert_phase(struct conn *c)
 {
     struct certmemo_entry e;
+    if (!policy_has_cert_rules(c->policy) || !memo_get(c, &e))
+        return false;
     const char *names[CERTMEMO_NAMES];
-    return remembered(c, &e, names) && cert_decide(c, names, e.n, &e.dst, true);
+    for (size_t i = 0; i < e.n; i++)
+        names[i] = e.names[i];
+    return cert_decide(c, names, e.n, &e.dst, true);
 }
 
 bool conn_memo_known(struct conn *c)
 {
     struct certmemo_entry e;
-    return certmemo_get(c->w->sh->certmemo, c->target_host, c->target_port, (int64_t)time(NULL), &e);
+    return memo_get(c, &e);
 }
 
 /* A request line starts with a method token and a space. */
@@ -1205,10 +1198,7 @@ static void on_timer(uv_timer_t *t)
     case CS_PEEK:
         if (c->client && c->client->in.len == 0 && !c->connect_blocked) {
             c->tunnel_mode = "tunnel";
-            if (c->early)
-                early_then(c, start_tunnel);   /* a client that waits for the server to speak */
-            else
-                start_tunnel(c);
+            start_tunnel(c);   /* a client that waits for the server to speak */
         } else if (c->client && c->client->in.len && !c->peek_extended) {
             /* Started a ClientHello and stalled: give it the handshake
              * time, never a free pass — tunnelling a slow hello would let

@@ -128,9 +128,7 @@ bool early_adopt(struct conn *c)
     if (c->early_status == 0)
         c->up_idle = true;
     pstream_pause(c->client);
-    char why[sizeof c->early_why];
-    util_strlcpy(why, c->early_why, sizeof why);
-    conn_on_decode_upstream(c, c->early_status, c->early_status < 0 ? why : NULL);
+    conn_on_decode_upstream(c, c->early_status, c->early_status < 0 ? c->early_why : NULL);
     return true;
 }
 
