@@ -525,6 +525,8 @@ static void start_client_tls(struct conn *c, const struct tls_names *names)
     free(copy);
 }
 
+static void decode_on_cert(struct conn *c);
+
 void conn_on_decode_upstream(struct conn *c, int status, const char *why)
 {
     struct tls_names names;
@@ -544,8 +546,17 @@ void conn_on_decode_upstream(struct conn *c, int status, const char *why)
         start_client_tls(c, &names);
         return;
     }
+    decode_on_cert(c);
+}
+
+/* The origin's certificate is in and verified (its handshake may still be
+ * going, see conn_on_peer_cert): the certificate phase of the policy, then
+ * the client's handshake with a leaf mirroring it. */
+static void decode_on_cert(struct conn *c)
+{
+    struct tls_names names;
     char reason[160];
-    X509 *cert = SSL_get0_peer_certificate(c->up->ssl);
+    X509 *cert = tls_upstream_peer_cert(c->up->ssl);
     if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) == 0) {
         util_strlcpy(c->verify, "ok", sizeof c->verify);
     } else {
@@ -565,6 +576,50 @@ void conn_on_decode_upstream(struct conn *c, int status, const char *why)
     if (!cert || c->verify_failed)
         tls_names_from_host(c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host, &names);
     start_client_tls(c, &names);
+}
+
+/* The origin's certificate arrived and was verified, the rest of its flight
+ * not yet processed (tls/upstream.h, tls_upstream_pause_at_cert): the leaf
+ * is minted and the client's handshake started now, and the origin's
+ * CertificateVerify and Finished are checked while the client works on our
+ * flight. Nothing reaches the origin before its handshake ends: the
+ * client's first request waits for it (cl_waits_origin), and an origin that
+ * fails it then gets the error page (origin_failed_late). An early
+ * connection the client has not chosen yet, or any other waiter, just goes
+ * on with the handshake. */
+void conn_on_peer_cert(struct conn *c, struct pstream *s)
+{
+    if (c->dead || s != c->up || c->early || c->on_connected != conn_on_decode_upstream ||
+        up_state(c) != CS_UP_HANDSHAKE)
+        return;
+    c->on_connected = NULL;
+    c->up_hs_open = true;
+    decode_on_cert(c);
+    if (c->up != s || s->closing)
+        c->up_hs_open = false;   /* tunnelled on the certificate, or closed */
+}
+
+/* The origin's handshake failed or timed out after the client's had begun:
+ * the client's connection goes on to the error page, as when the origin
+ * fails before (conn_on_decode_upstream). */
+static void origin_failed_late(struct conn *c, int status, const char *why)
+{
+    c->up_hs_open = false;
+    if (!c->verify_failed)
+        atomic_fetch_add(&c->w->sh->m.verify_failures, 1);
+    c->verify_failed = true;
+    c->upstream_failed = true;
+    c->upstream_status = status == UV_ETIMEDOUT ? 504 : 502;
+    util_strlcpy(c->verify, why, sizeof c->verify);
+    if (c->up) {
+        struct pstream *u = c->up;
+        c->up = NULL;
+        pstream_close(u);
+    }
+    if (c->cl_waits_origin) {
+        c->cl_waits_origin = false;
+        conn_start_head(c);
+    }
 }
 
 /* The address the upstream stream is connected to, as a policy fact. */
@@ -1011,6 +1066,10 @@ void conn_on_eof(struct conn *c, struct pstream *s)
         up_fail(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
         return;
     }
+    if (s == c->up && c->up_hs_open) {
+        origin_failed_late(c, -ECONNRESET, "the origin closed the connection during the TLS handshake");
+        return;
+    }
     switch (c->state) {
     case CS_TUNNEL:
         tunnel_eof(c, s);
@@ -1055,6 +1114,13 @@ void conn_on_error(struct conn *c, struct pstream *s, int err)
         snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
                  s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
         up_fail(c, -EPROTO, why);
+        return;
+    }
+    if (s == c->up && c->up_hs_open) {
+        char why[200];
+        snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
+                 s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
+        origin_failed_late(c, -EPROTO, why);
         return;
     }
     if (c->state == CS_CL_HANDSHAKE && s == c->client) {
@@ -1104,8 +1170,22 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
         up_finish(c, 0, NULL);
         return;
     }
+    if (s == c->up && c->up_hs_open) {   /* finished after the client's began */
+        c->up_hs_open = false;
+        pstream_pause(s);
+        if (c->cl_waits_origin) {
+            c->cl_waits_origin = false;
+            conn_start_head(c);
+        }
+        return;
+    }
     if (s == c->client && c->state == CS_CL_HANDSHAKE) {
         c->hs_done_us = util_mono_us();
+        if (c->up_hs_open) {   /* the request waits for the origin's handshake */
+            c->cl_waits_origin = true;
+            pstream_pause(s);
+            return;
+        }
         conn_start_head(c);
     }
 }
@@ -1220,6 +1300,10 @@ static void on_timer(uv_timer_t *t)
             up_fail(c, UV_ETIMEDOUT, "the TLS handshake with the origin timed out");
         break;
     case CS_CL_HANDSHAKE:
+        if (c->cl_waits_origin) {
+            origin_failed_late(c, UV_ETIMEDOUT, "the TLS handshake with the origin timed out");
+            break;
+        }
         conn_log_tunnel(c, "decode", "the client did not finish the TLS handshake in time");
         conn_close(c);
         break;

@@ -174,6 +174,9 @@ struct conn {
     bool upstream_tls;         /* connect then TLS (decode) */
     bool up_idle;              /* decode: c->up is between requests (reusable) */
     bool up_pinned;            /* decode: c->up carries connection-based auth */
+    bool up_hs_open;           /* decode: the client's handshake began on the origin's
+                                  certificate; the origin's handshake is still going */
+    bool cl_waits_origin;      /* ... and the client's ended first: it waits, paused */
     int last_connect_error;
     bool resolving;
     void (*on_connected)(struct conn *c, int status, const char *why);
@@ -366,6 +369,7 @@ void conn_on_eof(struct conn *c, struct pstream *s);
 void conn_on_error(struct conn *c, struct pstream *s, int err);
 void conn_on_drain(struct conn *c, struct pstream *s);
 void conn_on_handshake(struct conn *c, struct pstream *s);
+void conn_on_peer_cert(struct conn *c, struct pstream *s);
 void conn_on_stream_closed(struct conn *c, struct pstream *s);
 void conn_accept(struct worker *w, uv_stream_t *listener, bool transparent);
 const char *conn_connect_host(const struct conn *c);

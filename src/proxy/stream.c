@@ -176,6 +176,21 @@ static int tls_pump(struct pstream *s)
     if (!s->handshake_done) {
         ERR_clear_error();
         int r = SSL_do_handshake(s->ssl);
+        while (r != 1 && SSL_get_error(s->ssl, r) == SSL_ERROR_WANT_RETRY_VERIFY) {
+            /* Stopped at the origin's certificate (tls_upstream_pause_at_cert):
+             * the conn starts on it, then the handshake goes on over the
+             * rest of the flight already read. */
+            if (flush_wbio(s) < 0) {
+                notify_error(s, -EPIPE);
+                return -1;
+            }
+            if (s->conn)
+                conn_on_peer_cert(s->conn, s);
+            if (s->closing)
+                return -1;
+            ERR_clear_error();
+            r = SSL_do_handshake(s->ssl);
+        }
         int frc = r == 1 && ticket_can_wait(s) ? tlsbio_hold(s) : flush_wbio(s);
         if (r == 1) {
             s->handshake_done = true;

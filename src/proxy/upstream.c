@@ -129,7 +129,9 @@ static void on_connect(uv_connect_t *req, int status)
     if (c->upstream_tls) {
         up_enter(c, CS_UP_HANDSHAKE, c->w->sh->cfg->limits.handshake_timeout_ms);
         const char *sni = c->have_hello && c->hello.has_sni ? c->hello.sni : c->target_host;
-        if (pstream_tls_client(c->up, c->w->sh->up_ctx, sni) < 0)
+        /* Stop at the origin's certificate (conn_on_peer_cert). */
+        if (pstream_tls_client(c->up, c->w->sh->up_ctx, sni) < 0 ||
+            tls_upstream_pause_at_cert(c->up->ssl) < 0)
             up_finish(c, -EPROTO, "could not start TLS towards the origin");
         return;   /* conn_on_handshake / conn_on_error finish it */
     }

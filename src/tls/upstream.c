@@ -5,13 +5,17 @@
  * problem OpenSSL found, including the host name check set up by
  * tls_upstream_prepare. Client sessions that verified are remembered per
  * host in a small direct-mapped table hung off the SSL_CTX, so a second
- * connection to the same origin resumes (keeping its verify result). */
+ * connection to the same origin resumes (keeping its verify result).
+ * A handshake can also be made to stop once the origin's certificate has
+ * been verified (tls_upstream_pause_at_cert), so that the caller starts on
+ * the certificate while the rest of the origin's flight waits. */
 #include "tls/upstream.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +39,10 @@ struct sess_cache {
 };
 
 static int g_sess_idx = -1;
+static int g_pause_idx = -1;   /* SSL ex data: enum pause | verify error << 2 */
 static pthread_once_t g_sess_once = PTHREAD_ONCE_INIT;
+
+enum pause { PAUSE_OFF, PAUSE_ARMED, PAUSE_HELD };
 
 static void sess_cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
                             long argl, void *argp)
@@ -52,6 +59,7 @@ static void sess_cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx
 static void sess_index_init(void)
 {
     g_sess_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, sess_cache_free);
+    g_pause_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static size_t host_slot(const char *host)
@@ -161,6 +169,68 @@ static int load_system_store(SSL_CTX *ctx)
     return lu && X509_LOOKUP_add_dir(lu, X509_get_default_cert_dir(), X509_FILETYPE_PEM);
 }
 
+/* ---- pausing at the origin's certificate ---------------------------------
+ *
+ * OpenSSL calls this for every certificate an origin sends, whatever the
+ * verify mode. Armed, it verifies as OpenSSL would (the chain against the
+ * store, the host name set by tls_upstream_prepare), keeps the result and
+ * asks OpenSSL to stop there (SSL_set_retry_verify; OpenSSL 3.0.2+): the
+ * verify result is already readable then. When the handshake goes on,
+ * OpenSSL calls it again and it hands back the kept result instead of
+ * verifying twice. */
+static void pause_set(SSL *ssl, enum pause st, long err)
+{
+    SSL_set_ex_data(ssl, g_pause_idx, (void *)(uintptr_t)((unsigned long)st | (unsigned long)err << 2));
+}
+
+static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
+{
+    (void)arg;
+    int idx = SSL_get_ex_data_X509_STORE_CTX_idx();
+    SSL *ssl = idx >= 0 ? X509_STORE_CTX_get_ex_data(xs, idx) : NULL;
+    uintptr_t v = ssl && g_pause_idx >= 0 ? (uintptr_t)SSL_get_ex_data(ssl, g_pause_idx) : 0;
+    if ((v & 3) == PAUSE_HELD) {
+        long err = (long)(v >> 2);
+        pause_set(ssl, PAUSE_OFF, 0);
+        X509_STORE_CTX_set_error(xs, (int)err);
+        return err == X509_V_OK;
+    }
+    int ok = X509_verify_cert(xs);
+    if ((v & 3) != PAUSE_ARMED)
+        return ok;
+    long err = X509_STORE_CTX_get_error(xs);
+    if (ok <= 0 && err == X509_V_OK) {
+        err = X509_V_ERR_UNSPECIFIED;
+        X509_STORE_CTX_set_error(xs, (int)err);
+    }
+    pause_set(ssl, PAUSE_HELD, err);
+    /* Only a positive return makes OpenSSL stop; the failure, if any, is
+     * in the error just set (SSL_get_verify_result) and is returned on the
+     * second call. */
+    return SSL_set_retry_verify(ssl) ? 1 : ok;
+}
+
+int tls_upstream_pause_at_cert(SSL *ssl)
+{
+    if (!ssl || g_pause_idx < 0)
+        return -EINVAL;
+    pause_set(ssl, PAUSE_ARMED, 0);
+    return 0;
+}
+
+X509 *tls_upstream_peer_cert(SSL *ssl)
+{
+    if (!ssl)
+        return NULL;
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    if (cert)
+        return cert;
+    /* During a pause OpenSSL has not set the session's peer yet; the chain
+     * it received (leaf first) is there. */
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    return chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
+}
+
 /* TLS 1.3 suites, AES-128-GCM first (as browsers and Mozilla's server
  * guidelines order them): its SHA-256 runs on the CPU's SHA extensions
  * where AES-256-GCM's SHA-384 does not, which makes every key derivation
@@ -185,6 +255,7 @@ SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errle
         return ctx_fail(ctx, err, errlen, what);
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
     if (!SSL_CTX_set_ciphersuites(ctx, TLS_TLS13_SUITES))
         return ctx_fail(ctx, err, errlen, "cannot set the TLS 1.3 cipher suites");
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1) != 0)
@@ -274,7 +345,7 @@ int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen)
         reason = dummy;
         reasonlen = sizeof dummy;
     }
-    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    X509 *cert = tls_upstream_peer_cert(ssl);
     if (!cert) {
         snprintf(reason, reasonlen, "the server sent no certificate");
         return -ENOENT;

@@ -20,7 +20,22 @@ SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errle
  * host name / IP check that verification applies. */
 int tls_upstream_prepare(SSL *ssl, const char *host);
 
-/* After the handshake: 0 when the certificate verified for the host; else a
+/* Makes the handshake of `ssl` (prepared, not yet past the origin's
+ * certificate) stop once that certificate has been received and verified:
+ * SSL_do_handshake then returns -1 with SSL_get_error ==
+ * SSL_ERROR_WANT_RETRY_VERIFY, tls_upstream_verify_result and
+ * tls_upstream_peer_cert already answer, and the next SSL_do_handshake goes
+ * on without verifying again. The rest of the origin's flight (its
+ * CertificateVerify and Finished) is not checked yet at the pause: nothing
+ * may be sent to the origin before the handshake ends. Resumed sessions
+ * carry no certificate and do not stop. */
+int tls_upstream_pause_at_cert(SSL *ssl);
+
+/* The origin's certificate: after the handshake, or during the pause above;
+ * NULL if it sent none. Owned by `ssl`. */
+X509 *tls_upstream_peer_cert(SSL *ssl);
+
+/* After the handshake (or at the pause above): 0 when the certificate verified for the host; else a
  * negative code and a short reason ("certificate has expired",
  * "self-signed certificate", "unknown issuer", "name mismatch: the
  * certificate is for a.example, b.example") in `reason`. */

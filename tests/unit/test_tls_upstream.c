@@ -31,6 +31,11 @@ struct fx {
     struct tls_ca ca;
     struct tls_minter *m;
     SSL_CTX *client, *server;
+    /* handshake() with tls_upstream_pause_at_cert: what it saw at the pause */
+    bool pause;
+    int pauses, pause_rc;
+    char pause_reason[256];
+    X509 *pause_cert;       /* tls_upstream_peer_cert then (a reference) */
 };
 
 static int setup(void **state)
@@ -105,6 +110,8 @@ static SSL *handshake(struct fx *f, const char *host, X509 *cert, EVP_PKEY *key,
     SSL_set_bio(c, bc, bc);
     SSL_set_bio(s, bs, bs);
     assert_int_equal(tls_upstream_prepare(c, host), 0);
+    if (f->pause)
+        assert_int_equal(tls_upstream_pause_at_cert(c), 0);
     if (alpn)
         SSL_set_alpn_protos(c, (const unsigned char *)alpn, (unsigned)alpn_len);
     assert_int_equal(SSL_use_certificate(s, cert), 1);
@@ -113,8 +120,18 @@ static SSL *handshake(struct fx *f, const char *host, X509 *cert, EVP_PKEY *key,
     SSL_set_accept_state(s);
     int cdone = 0, sdone = 0;
     for (int i = 0; i < 50 && !(cdone && sdone); i++) {
-        if (!cdone)
-            cdone = SSL_do_handshake(c) == 1;
+        if (!cdone) {
+            int r = SSL_do_handshake(c);
+            cdone = r == 1;
+            if (!cdone && SSL_get_error(c, r) == SSL_ERROR_WANT_RETRY_VERIFY) {
+                f->pauses++;
+                f->pause_rc = tls_upstream_verify_result(c, f->pause_reason, sizeof f->pause_reason);
+                X509_free(f->pause_cert);
+                f->pause_cert = tls_upstream_peer_cert(c);
+                if (f->pause_cert)
+                    X509_up_ref(f->pause_cert);
+            }
+        }
         if (!sdone)
             sdone = SSL_do_handshake(s) == 1;
     }
@@ -298,6 +315,63 @@ static void test_second_connection_to_same_host_resumes_the_session(void **state
     X509_free(leaf2);
 }
 
+/* One pause, at the origin's certificate, with the verdict and the
+ * certificate readable there (OpenSSL has not set the session's peer yet);
+ * the handshake then completes with the same verdict, and the resumed
+ * session of a second connection has no certificate and no pause. */
+static void test_pause_at_cert_stops_once_with_the_verdict_ready(void **state)
+{
+    struct fx *f = *state;
+    struct tls_names n;
+    char reason[256];
+    SSL *s = NULL, *c;
+    tls_names_from_host("pause.example", &n);
+    X509 *leaf = tls_mint_leaf(f->m, &n, f->err, sizeof f->err);
+    EVP_PKEY *k = tls_minter_leaf_key(f->m);
+    f->pause = true;
+    c = handshake(f, "pause.example", leaf, k, NULL, 0, &s);
+    assert_int_equal(f->pauses, 1);
+    assert_int_equal(f->pause_rc, 0);
+    assert_string_equal(f->pause_reason, "ok");
+    assert_non_null(f->pause_cert);
+    assert_int_equal(X509_cmp(f->pause_cert, leaf), 0);
+    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), 0);
+    assert_int_equal(X509_cmp(SSL_get0_peer_certificate(c), leaf), 0);
+    SSL_free(c);
+    tls_server_ssl_free(s);
+    c = handshake(f, "pause.example", leaf, k, NULL, 0, &s);
+    assert_true(SSL_session_reused(c));
+    assert_int_equal(f->pauses, 1);
+    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), 0);
+    SSL_free(c);
+    tls_server_ssl_free(s);
+    X509_free(f->pause_cert);
+    X509_free(leaf);
+}
+
+/* A failure found at the pause is the verdict at the pause and after it;
+ * the handshake still completes (the caller shows the error page). */
+static void test_pause_at_cert_keeps_a_failure(void **state)
+{
+    struct fx *f = *state;
+    struct tls_names n;
+    char reason[256];
+    SSL *s = NULL, *c;
+    tls_names_from_host("other.example", &n);
+    X509 *leaf = tls_mint_leaf(f->m, &n, f->err, sizeof f->err);
+    f->pause = true;
+    c = handshake(f, "wanted.example", leaf, tls_minter_leaf_key(f->m), NULL, 0, &s);
+    assert_int_equal(f->pauses, 1);
+    assert_int_equal(f->pause_rc, -EACCES);
+    assert_string_equal(f->pause_reason, "name mismatch: the certificate is for other.example");
+    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), -EACCES);
+    assert_string_equal(reason, f->pause_reason);
+    SSL_free(c);
+    tls_server_ssl_free(s);
+    X509_free(f->pause_cert);
+    X509_free(leaf);
+}
+
 static void test_missing_extra_ca_file_is_a_clear_error(void **state)
 {
     struct fx *f = *state;
@@ -373,6 +447,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ip_literal_host_is_checked_against_ip_sans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_accepts_only_http11_and_clients_without_alpn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_connection_to_same_host_resumes_the_session, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_at_cert_stops_once_with_the_verdict_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_at_cert_keeps_a_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_extra_ca_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test(test_system_roots_are_found_on_demand_not_loaded_at_start),
     };
