@@ -557,7 +557,9 @@ static void decode_on_cert(struct conn *c)
     struct tls_names names;
     char reason[160];
     X509 *cert = tls_upstream_peer_cert(c->up->ssl);
-    if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) == 0) {
+    /* 1: at the pause, the name matches and the chain is verified later
+     * (origin_verdict_late) */
+    if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) >= 0) {
         util_strlcpy(c->verify, "ok", sizeof c->verify);
     } else {
         c->verify_failed = true;
@@ -597,6 +599,22 @@ void conn_on_peer_cert(struct conn *c, struct pstream *s)
     decode_on_cert(c);
     if (c->up != s || s->closing)
         c->up_hs_open = false;   /* tunnelled on the certificate, or closed */
+}
+
+/* The origin's handshake ended after the client's began: its chain was
+ * verified after the pause, and a failure there turns the connection to
+ * the error page, as a failure found before the client's handshake does
+ * (the leaf mirrors the certificate's names then, which include the host:
+ * a certificate not naming it was caught at the pause). */
+static void origin_verdict_late(struct conn *c)
+{
+    char reason[160];
+    if (c->verify_failed || tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) == 0)
+        return;
+    atomic_fetch_add(&c->w->sh->m.verify_failures, 1);
+    c->verify_failed = true;
+    c->upstream_status = 502;
+    util_strlcpy(c->verify, reason, sizeof c->verify);
 }
 
 /* The origin's handshake failed or timed out after the client's had begun:
@@ -1173,6 +1191,7 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
     if (s == c->up && c->up_hs_open) {   /* finished after the client's began */
         c->up_hs_open = false;
         pstream_pause(s);
+        origin_verdict_late(c);
         if (c->cl_waits_origin) {
             c->cl_waits_origin = false;
             conn_start_head(c);

@@ -172,15 +172,20 @@ static int load_system_store(SSL_CTX *ctx)
 /* ---- pausing at the origin's certificate ---------------------------------
  *
  * OpenSSL calls this for every certificate an origin sends, whatever the
- * verify mode. Armed, it verifies as OpenSSL would (the chain against the
- * store, the host name set by tls_upstream_prepare), keeps the result and
- * asks OpenSSL to stop there (SSL_set_retry_verify; OpenSSL 3.0.2+): the
- * verify result is already readable then. When the handshake goes on,
- * OpenSSL calls it again and it hands back the kept result instead of
- * verifying twice. */
-static void pause_set(SSL *ssl, enum pause st, long err)
+ * verify mode. Armed, the first call only asks OpenSSL to stop there
+ * (SSL_set_retry_verify; OpenSSL 3.0.2+) and returns: the caller gets the
+ * certificate at once. When the handshake goes on, OpenSSL calls it again
+ * and the chain is verified then, as it is without a pause (the store, the
+ * dates, the host name set by tls_upstream_prepare). */
+static enum pause pause_get(SSL *ssl)
 {
-    SSL_set_ex_data(ssl, g_pause_idx, (void *)(uintptr_t)((unsigned long)st | (unsigned long)err << 2));
+    return ssl && g_pause_idx >= 0 ? (enum pause)(uintptr_t)SSL_get_ex_data(ssl, g_pause_idx)
+                                   : PAUSE_OFF;
+}
+
+static void pause_set(SSL *ssl, enum pause st)
+{
+    SSL_set_ex_data(ssl, g_pause_idx, (void *)(uintptr_t)st);
 }
 
 static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
@@ -188,33 +193,35 @@ static int cert_verify_cb(X509_STORE_CTX *xs, void *arg)
     (void)arg;
     int idx = SSL_get_ex_data_X509_STORE_CTX_idx();
     SSL *ssl = idx >= 0 ? X509_STORE_CTX_get_ex_data(xs, idx) : NULL;
-    uintptr_t v = ssl && g_pause_idx >= 0 ? (uintptr_t)SSL_get_ex_data(ssl, g_pause_idx) : 0;
-    if ((v & 3) == PAUSE_HELD) {
-        long err = (long)(v >> 2);
-        pause_set(ssl, PAUSE_OFF, 0);
-        X509_STORE_CTX_set_error(xs, (int)err);
-        return err == X509_V_OK;
+    enum pause st = pause_get(ssl);
+    if (st == PAUSE_ARMED && SSL_set_retry_verify(ssl)) {
+        pause_set(ssl, PAUSE_HELD);
+        return 1;   /* only a positive return makes OpenSSL stop */
     }
-    int ok = X509_verify_cert(xs);
-    if ((v & 3) != PAUSE_ARMED)
-        return ok;
-    long err = X509_STORE_CTX_get_error(xs);
-    if (ok <= 0 && err == X509_V_OK) {
-        err = X509_V_ERR_UNSPECIFIED;
-        X509_STORE_CTX_set_error(xs, (int)err);
-    }
-    pause_set(ssl, PAUSE_HELD, err);
-    /* Only a positive return makes OpenSSL stop; the failure, if any, is
-     * in the error just set (SSL_get_verify_result) and is returned on the
-     * second call. */
-    return SSL_set_retry_verify(ssl) ? 1 : ok;
+    if (st != PAUSE_OFF)
+        pause_set(ssl, PAUSE_OFF);
+    return X509_verify_cert(xs);
+}
+
+/* At the pause, only the host name is checked: 1 when the certificate
+ * names the host (or IP) tls_upstream_prepare set. */
+static bool names_host(SSL *ssl, X509 *cert)
+{
+    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+    const char *host = X509_VERIFY_PARAM_get0_host(p, 0);
+    if (host)
+        return X509_check_host(cert, host, 0, X509_VERIFY_PARAM_get_hostflags(p), NULL) == 1;
+    char *ip = X509_VERIFY_PARAM_get1_ip_asc(p);
+    bool ok = !ip || X509_check_ip_asc(cert, ip, 0) == 1;
+    OPENSSL_free(ip);
+    return ok;
 }
 
 int tls_upstream_pause_at_cert(SSL *ssl)
 {
     if (!ssl || g_pause_idx < 0)
         return -EINVAL;
-    pause_set(ssl, PAUSE_ARMED, 0);
+    pause_set(ssl, PAUSE_ARMED);
     return 0;
 }
 
@@ -351,6 +358,13 @@ int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen)
         return -ENOENT;
     }
     long vr = SSL_get_verify_result(ssl);
+    if (pause_get(ssl) == PAUSE_HELD) {   /* the chain is verified after the pause */
+        if (names_host(ssl, cert)) {
+            snprintf(reason, reasonlen, "name ok, chain not verified yet");
+            return 1;
+        }
+        vr = X509_V_ERR_HOSTNAME_MISMATCH;
+    }
     if (vr == X509_V_OK) {
         snprintf(reason, reasonlen, "ok");
         return 0;

@@ -21,24 +21,27 @@ SSL_CTX *tls_upstream_ctx_new(const char *extra_ca_file, char *err, size_t errle
 int tls_upstream_prepare(SSL *ssl, const char *host);
 
 /* Makes the handshake of `ssl` (prepared, not yet past the origin's
- * certificate) stop once that certificate has been received and verified:
+ * certificate) stop as soon as that certificate has been received:
  * SSL_do_handshake then returns -1 with SSL_get_error ==
- * SSL_ERROR_WANT_RETRY_VERIFY, tls_upstream_verify_result and
- * tls_upstream_peer_cert already answer, and the next SSL_do_handshake goes
- * on without verifying again. The rest of the origin's flight (its
- * CertificateVerify and Finished) is not checked yet at the pause: nothing
- * may be sent to the origin before the handshake ends. Resumed sessions
- * carry no certificate and do not stop. */
+ * SSL_ERROR_WANT_RETRY_VERIFY, and the next SSL_do_handshake goes on. At
+ * the pause nothing of the origin is proven yet: the certificate's chain,
+ * signatures and dates are verified when the handshake goes on, and its
+ * CertificateVerify and Finished are checked after that. So at the pause
+ * tls_upstream_verify_result checks only the host name, and returns 1 when
+ * it matches; its whole verdict is known once the handshake has ended, and
+ * nothing may be sent to the origin before. Resumed sessions carry no
+ * certificate and do not stop. */
 int tls_upstream_pause_at_cert(SSL *ssl);
 
 /* The origin's certificate: after the handshake, or during the pause above;
  * NULL if it sent none. Owned by `ssl`. */
 X509 *tls_upstream_peer_cert(SSL *ssl);
 
-/* After the handshake (or at the pause above): 0 when the certificate verified for the host; else a
+/* After the handshake: 0 when the certificate verified for the host; else a
  * negative code and a short reason ("certificate has expired",
  * "self-signed certificate", "unknown issuer", "name mismatch: the
- * certificate is for a.example, b.example") in `reason`. */
+ * certificate is for a.example, b.example") in `reason`. At the pause
+ * above: 1 ("name ok, chain not verified yet") or the name mismatch. */
 int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen);
 
 /* A server SSL_CTX for the client side of decoded connections: TLS 1.2+,

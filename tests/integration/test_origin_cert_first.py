@@ -17,6 +17,11 @@ its Certificate:
     flight arrives;
   * the same for an early origin connection (opened at CONNECT) that the
     client's ClientHello adopted before the origin's certificate came;
+  * the certificate's chain is verified after the pause: an expired
+    certificate for the right name still gets the "certificate has expired"
+    page, and the request is never sent to that origin; one for another
+    name is caught at the pause (the leaf then names only the host asked
+    for, so the client sees the agent's page, not a name mismatch);
   * an origin whose flight turns bad after the certificate (a corrupted
     CertificateVerify), that closes then, or that stalls past
     --handshake-timeout, gets the agent's 502 / 504 page on the client's
@@ -188,7 +193,7 @@ def relays():
         r.stop()
 
 
-def handshake(agent, sock, timeout=5.0):
+def handshake(agent, sock, timeout=5.0, host=HOST):
     """The client's TLS handshake over the CONNECTed `sock`, in a thread:
     returns the TLS socket, or None if it did not complete within `timeout`
     (the thread is left to finish or fail on its own)."""
@@ -196,7 +201,7 @@ def handshake(agent, sock, timeout=5.0):
 
     def run():
         try:
-            out["tls"] = tls_context(agent.ca_path).wrap_socket(sock, server_hostname=HOST)
+            out["tls"] = tls_context(agent.ca_path).wrap_socket(sock, server_hostname=host)
         except Exception as e:   # noqa: BLE001 - reported below
             out["error"] = e
 
@@ -208,8 +213,8 @@ def handshake(agent, sock, timeout=5.0):
     return out.get("tls")
 
 
-def send_get(tls, port, path):
-    tls.sendall(_request_bytes("GET", path, None, None, "%s:%d" % (HOST, port)))
+def send_get(tls, port, path, host=HOST):
+    tls.sendall(_request_bytes("GET", path, None, None, "%s:%d" % (host, port)))
 
 
 def nothing_within(tls, seconds):
@@ -223,8 +228,8 @@ def nothing_within(tls, seconds):
     raise AssertionError("the agent answered before the origin's handshake ended: %r" % d)
 
 
-def connect(agent, port):
-    s, r = connect_tunnel(agent.port, HOST, port)
+def connect(agent, port, host=HOST):
+    s, r = connect_tunnel(agent.port, host, port)
     assert r.status == 200, r
     return s
 
@@ -327,6 +332,53 @@ def test_origin_stalling_after_its_certificate_gets_504_at_the_handshake_timeout
         assert r.status == 504, r
         assert "timed out" in r.text, r.text[:600]
         assert good.requests_for("/stalled") == []
+    finally:
+        if tls:
+            tls.close()
+        s.close()
+
+
+def test_expired_certificate_found_after_the_pause_gets_the_certificate_page(
+        agent_factory, make_origin, certs, relays):
+    expired = make_origin("expired.test", certs["expired"])
+    agent = start(agent_factory)
+    relay = relays(expired.port)
+    s = connect(agent, relay.port, "expired.test")
+    tls = handshake(agent, s, host="expired.test")
+    try:
+        assert tls is not None, "the client's handshake waited for the origin's Finished"
+        _, sans = cert_names(peer_cert(tls))
+        assert "expired.test" in sans, sans
+        send_get(tls, relay.port, "/expired", "expired.test")
+        nothing_within(tls, 0.3)
+        relay.release()
+        r = HTTPReader(tls).response()
+        assert r.status == 502, r
+        assert "certificate has expired" in r.text, r.text[:600]
+        assert expired.requests_for("/expired") == []
+    finally:
+        if tls:
+            tls.close()
+        s.close()
+
+
+def test_certificate_for_another_name_is_caught_at_the_pause(
+        agent_factory, make_origin, certs, relays):
+    wrong = make_origin("wrongname.test", certs["wrongname"])
+    agent = start(agent_factory)
+    relay = relays(wrong.port)
+    s = connect(agent, relay.port, "wrongname.test")
+    tls = handshake(agent, s, host="wrongname.test")
+    try:
+        assert tls is not None, "the client's handshake waited for the origin's Finished"
+        _, sans = cert_names(peer_cert(tls))
+        assert sans == ["wrongname.test"], "the leaf must name only the host asked for: %r" % sans
+        relay.release()
+        send_get(tls, relay.port, "/wrong", "wrongname.test")
+        r = HTTPReader(tls).response()
+        assert r.status == 502, r
+        assert "name mismatch: the certificate is for other.test" in r.text, r.text[:600]
+        assert wrong.requests_for("/wrong") == []
     finally:
         if tls:
             tls.close()

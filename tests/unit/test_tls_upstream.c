@@ -315,10 +315,10 @@ static void test_second_connection_to_same_host_resumes_the_session(void **state
     X509_free(leaf2);
 }
 
-/* One pause, at the origin's certificate, with the verdict and the
- * certificate readable there (OpenSSL has not set the session's peer yet);
- * the handshake then completes with the same verdict, and the resumed
- * session of a second connection has no certificate and no pause. */
+/* One pause, at the origin's certificate, with the certificate readable
+ * there (OpenSSL has not set the session's peer yet) and only its name
+ * checked; the handshake then completes with the chain verified, and the
+ * resumed session of a second connection has no certificate and no pause. */
 static void test_pause_at_cert_stops_once_with_the_verdict_ready(void **state)
 {
     struct fx *f = *state;
@@ -331,8 +331,8 @@ static void test_pause_at_cert_stops_once_with_the_verdict_ready(void **state)
     f->pause = true;
     c = handshake(f, "pause.example", leaf, k, NULL, 0, &s);
     assert_int_equal(f->pauses, 1);
-    assert_int_equal(f->pause_rc, 0);
-    assert_string_equal(f->pause_reason, "ok");
+    assert_int_equal(f->pause_rc, 1);
+    assert_string_equal(f->pause_reason, "name ok, chain not verified yet");
     assert_non_null(f->pause_cert);
     assert_int_equal(X509_cmp(f->pause_cert, leaf), 0);
     assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), 0);
@@ -349,7 +349,7 @@ static void test_pause_at_cert_stops_once_with_the_verdict_ready(void **state)
     X509_free(leaf);
 }
 
-/* A failure found at the pause is the verdict at the pause and after it;
+/* A name mismatch is found at the pause and stays the verdict after it;
  * the handshake still completes (the caller shows the error page). */
 static void test_pause_at_cert_keeps_a_failure(void **state)
 {
@@ -370,6 +370,42 @@ static void test_pause_at_cert_keeps_a_failure(void **state)
     tls_server_ssl_free(s);
     X509_free(f->pause_cert);
     X509_free(leaf);
+}
+
+/* A certificate naming the host whose chain fails (expired here, then one
+ * from an unknown issuer): the name passes at the pause, the failure is the
+ * verdict once the handshake has ended, and such a session is not kept. */
+static void test_pause_at_cert_finds_a_chain_failure_after_the_pause(void **state)
+{
+    struct fx *f = *state;
+    char reason[256];
+    X509 *x = make_cert("late.example", tls_minter_leaf_key(f->m), f->ca.cert, f->ca.key,
+                        -30 * 86400, -86400);
+    f->pause = true;
+    SSL *s = NULL;
+    SSL *c = handshake(f, "late.example", x, tls_minter_leaf_key(f->m), NULL, 0, &s);
+    assert_int_equal(f->pauses, 1);
+    assert_int_equal(f->pause_rc, 1);
+    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), -EACCES);
+    assert_string_equal(reason, "certificate has expired");
+    SSL_free(c);
+    tls_server_ssl_free(s);
+    X509_free(f->pause_cert);
+    f->pause_cert = NULL;
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *y = make_cert("late.example", k, NULL, k, -60, 86400);
+    c = handshake(f, "late.example", y, k, NULL, 0, &s);
+    assert_false(SSL_session_reused(c));
+    assert_int_equal(f->pauses, 2);
+    assert_int_equal(f->pause_rc, 1);
+    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), -EACCES);
+    assert_string_equal(reason, "self-signed certificate");
+    SSL_free(c);
+    tls_server_ssl_free(s);
+    X509_free(f->pause_cert);
+    X509_free(x);
+    X509_free(y);
+    EVP_PKEY_free(k);
 }
 
 static void test_missing_extra_ca_file_is_a_clear_error(void **state)
@@ -449,6 +485,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_connection_to_same_host_resumes_the_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_at_cert_stops_once_with_the_verdict_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_at_cert_keeps_a_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_at_cert_finds_a_chain_failure_after_the_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_extra_ca_file_is_a_clear_error, setup, teardown),
         cmocka_unit_test(test_system_roots_are_found_on_demand_not_loaded_at_start),
     };
