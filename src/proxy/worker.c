@@ -673,7 +673,7 @@ static int setup_shared(struct proxy_shared *sh, const struct proxy_config *cfg,
         return rc;
     if (!(sh->up_ctx = tls_upstream_ctx_new(cfg->upstream_ca, err, errlen)))
         return -EINVAL;
-    if (!(sh->srv_ctx = tls_server_ctx_new(sh->ca.cert, err, errlen)))
+    if (!(sh->srv_ctx = tls_server_ctx_new(err, errlen)))
         return -EINVAL;
     /* No SSL_MODE_RELEASE_BUFFERS: it allocates and frees both record
      * buffers for every record. Idle decoded connections (the common case

@@ -49,9 +49,10 @@ int tls_upstream_verify_result(SSL *ssl, char *reason, size_t reasonlen);
  * through), session resumption through a bounded in-memory session cache
  * (TLS 1.3 tickets and TLS 1.2 session ids name a cached session).
  * Certificates are set per SSL with SSL_use_cert_and_key (leaf from
- * tls_mint_leaf, key from tls_minter_leaf_key), chained to the CA
- * certificate. Free its SSLs with tls_server_ssl_free. */
-SSL_CTX *tls_server_ctx_new(X509 *ca_cert, char *err, size_t errlen);
+ * tls_mint_leaf, key from tls_minter_leaf_key) and sent alone: the CA
+ * certificate is the client's trust anchor, not part of the chain. Free
+ * its SSLs with tls_server_ssl_free. */
+SSL_CTX *tls_server_ctx_new(char *err, size_t errlen);
 
 /* SSL_free for an SSL of that context. OpenSSL drops a session from the
  * cache when its connection ends without our close_notify (a TLS 1.0 rule;

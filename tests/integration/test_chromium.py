@@ -1,8 +1,10 @@
 """A real browser through the agent: headless Chromium (Debian `chromium`)
-with --proxy-server pointing at the agent and the agent's CA trusted via
---ignore-certificate-errors-spki-list (the CA's SPKI hash: errors are
-ignored only for chains through our CA). Through an HTTP proxy Chromium
-lets the proxy resolve names, so the agent's --hosts file names the origins.
+with --proxy-server pointing at the agent and the agent's CA trusted the
+way `shoji ca install` makes a user's Chromium trust it: added with
+certutil to the NSS database in its $HOME (.pki/nssdb). The agent sends the
+leaf alone, so Chromium must find the CA there. Through an HTTP proxy
+Chromium lets the proxy resolve names, so the agent's --hosts file names
+the origins.
 """
 import os
 import shutil
@@ -10,12 +12,23 @@ import subprocess
 
 import pytest
 
-from helpers.pki import load_cert, spki_sha256_b64
 from helpers.tools import clean_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/deps.sh test)")
+
+
+def trust_ca_in_nssdb(home, ca_path):
+    """$HOME/.pki/nssdb with the agent's CA as a trusted issuer of server
+    certificates (trust "C,,", what `shoji ca install` sets)."""
+    db = home / ".pki" / "nssdb"
+    if not db.exists():
+        db.mkdir(parents=True)
+        subprocess.run(["certutil", "-d", "sql:%s" % db, "-N", "--empty-password"],
+                       check=True, capture_output=True, timeout=30)
+        subprocess.run(["certutil", "-d", "sql:%s" % db, "-A", "-t", "C,,", "-n", "shoji test CA",
+                        "-i", ca_path], check=True, capture_output=True, timeout=30)
 
 
 def dump_dom(agent, url, tmp_path, timeout=60):
@@ -24,8 +37,8 @@ def dump_dom(agent, url, tmp_path, timeout=60):
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--disable-dev-shm-usage", "--user-data-dir=%s" % profile,
            "--proxy-server=http://127.0.0.1:%d" % agent.port,
-           "--ignore-certificate-errors-spki-list=%s" % spki_sha256_b64(load_cert(agent.ca_path)),
            "--virtual-time-budget=5000", "--dump-dom", url]
+    trust_ca_in_nssdb(tmp_path, agent.ca_path)
     env = clean_env()
     env["HOME"] = str(tmp_path)
     p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env)
