@@ -27,6 +27,7 @@ its Certificate:
     --handshake-timeout, gets the agent's 502 / 504 page on the client's
     request, and the origin never sees a request.
 """
+import contextlib
 import select
 import socket
 import threading
@@ -100,7 +101,7 @@ class HoldingRelay:
                     break
                 o.sendall(d)
             o.shutdown(socket.SHUT_WR)
-        except OSError:
+        except (OSError, ValueError):   # ValueError: closed by stop()
             pass
 
     def _from_origin(self, o, a):
@@ -150,7 +151,7 @@ class HoldingRelay:
                 if held is not None and self.mode == "close":
                     return self._hang_up(a, o)
             a.shutdown(socket.SHUT_WR)
-        except OSError:
+        except (OSError, ValueError):   # ValueError: select() on a socket stop() closed
             pass
 
     @staticmethod
@@ -238,16 +239,31 @@ def start(agent_factory, extra=()):
     return agent_factory(workers=1, extra_args=list(extra)).start()
 
 
+HELD = ("the client's handshake did not complete while the origin's CertificateVerify "
+        "and Finished were held: it waited for the origin's whole handshake")
+
+
+@contextlib.contextmanager
+def decoded(agent, relay, host=HOST):
+    """CONNECT `host` at the relay's port, then the client's TLS handshake,
+    which must complete by itself (within 5 s): yields the TLS socket."""
+    s = connect(agent, relay.port, host)
+    tls = None
+    try:
+        tls = handshake(agent, s, host=host)
+        assert tls is not None, HELD
+        yield tls
+    finally:
+        if tls:
+            tls.close()
+        s.close()
+
+
 def test_client_handshake_completes_while_the_origin_flight_is_held(agent_factory, good, relays):
     agent = start(agent_factory)
     relay = relays(good.port)
-    s = connect(agent, relay.port)
-    tls = handshake(agent, s)
-    try:
+    with decoded(agent, relay) as tls:
         assert relay.holding.is_set(), "the relay never got to the origin's certificate"
-        assert tls is not None, (
-            "the client's handshake did not complete while the origin's CertificateVerify "
-            "and Finished were held: it waited for the origin's whole handshake")
         _, sans = cert_names(peer_cert(tls))
         assert sorted(sans) == [HOST, "www.good.test"], "the leaf does not mirror the origin: %r" % sans
         send_get(tls, relay.port, "/held")
@@ -258,10 +274,6 @@ def test_client_handshake_completes_while_the_origin_flight_is_held(agent_factor
         assert r.status == 200, r
         assert good.marker in r.text, r
         assert len(good.requests_for("/held")) == 1
-    finally:
-        if tls:
-            tls.close()
-        s.close()
 
 
 def test_adopted_early_connection_also_answers_the_client_on_the_certificate(
@@ -282,7 +294,7 @@ def test_adopted_early_connection_also_answers_the_client_on_the_certificate(
     t.join(5)
     tls = result.get("tls")
     try:
-        assert tls is not None, "the client's handshake waited for the origin's Finished"
+        assert tls is not None, HELD
         assert relay.connections == 1, "the early connection was not the one used"
         send_get(tls, relay.port, "/early-held")
         nothing_within(tls, 0.3)
@@ -303,39 +315,24 @@ def test_origin_failing_after_its_certificate_gets_the_error_page(
         agent_factory, good, relays, mode, status, words):
     agent = start(agent_factory)
     relay = relays(good.port, mode=mode)
-    s = connect(agent, relay.port)
-    tls = handshake(agent, s)
-    try:
-        assert tls is not None, "the client's handshake did not complete"
+    with decoded(agent, relay) as tls:
         send_get(tls, relay.port, "/bad-flight")
         r = HTTPReader(tls).response()
         assert r.status == status, r
         assert words in r.text, r.text[:600]
         assert good.requests_for("/bad-flight") == []
-    finally:
-        if tls:
-            tls.close()
-        s.close()
 
 
 def test_origin_stalling_after_its_certificate_gets_504_at_the_handshake_timeout(
         agent_factory, good, relays):
     agent = start(agent_factory, ["--handshake-timeout", "1500"])
     relay = relays(good.port)
-    s = connect(agent, relay.port)
-    tls = handshake(agent, s)
-    try:
-        assert tls is not None, "the client's handshake did not complete"
+    with decoded(agent, relay) as tls:
         send_get(tls, relay.port, "/stalled")
-        tls.settimeout(10)
         r = HTTPReader(tls).response()
         assert r.status == 504, r
         assert "timed out" in r.text, r.text[:600]
         assert good.requests_for("/stalled") == []
-    finally:
-        if tls:
-            tls.close()
-        s.close()
 
 
 def test_expired_certificate_found_after_the_pause_gets_the_certificate_page(
@@ -343,10 +340,7 @@ def test_expired_certificate_found_after_the_pause_gets_the_certificate_page(
     expired = make_origin("expired.test", certs["expired"])
     agent = start(agent_factory)
     relay = relays(expired.port)
-    s = connect(agent, relay.port, "expired.test")
-    tls = handshake(agent, s, host="expired.test")
-    try:
-        assert tls is not None, "the client's handshake waited for the origin's Finished"
+    with decoded(agent, relay, "expired.test") as tls:
         _, sans = cert_names(peer_cert(tls))
         assert "expired.test" in sans, sans
         send_get(tls, relay.port, "/expired", "expired.test")
@@ -356,10 +350,6 @@ def test_expired_certificate_found_after_the_pause_gets_the_certificate_page(
         assert r.status == 502, r
         assert "certificate has expired" in r.text, r.text[:600]
         assert expired.requests_for("/expired") == []
-    finally:
-        if tls:
-            tls.close()
-        s.close()
 
 
 def test_certificate_for_another_name_is_caught_at_the_pause(
@@ -367,10 +357,7 @@ def test_certificate_for_another_name_is_caught_at_the_pause(
     wrong = make_origin("wrongname.test", certs["wrongname"])
     agent = start(agent_factory)
     relay = relays(wrong.port)
-    s = connect(agent, relay.port, "wrongname.test")
-    tls = handshake(agent, s, host="wrongname.test")
-    try:
-        assert tls is not None, "the client's handshake waited for the origin's Finished"
+    with decoded(agent, relay, "wrongname.test") as tls:
         _, sans = cert_names(peer_cert(tls))
         assert sans == ["wrongname.test"], "the leaf must name only the host asked for: %r" % sans
         relay.release()
@@ -379,7 +366,3 @@ def test_certificate_for_another_name_is_caught_at_the_pause(
         assert r.status == 502, r
         assert "name mismatch: the certificate is for other.test" in r.text, r.text[:600]
         assert wrong.requests_for("/wrong") == []
-    finally:
-        if tls:
-            tls.close()
-        s.close()
