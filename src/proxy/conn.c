@@ -596,6 +596,8 @@ void conn_on_peer_cert(struct conn *c, struct pstream *s)
         return;
     c->on_connected = NULL;
     c->up_hs_open = true;
+    log_debug("conn %llu: the origin's certificate is in: answering the client while the origin's "
+              "handshake goes on", (unsigned long long)c->id);
     decode_on_cert(c);
     if (c->up != s || s->closing)
         c->up_hs_open = false;   /* tunnelled on the certificate, or closed */

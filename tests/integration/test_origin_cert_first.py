@@ -22,6 +22,9 @@ its Certificate:
     page, and the request is never sent to that origin; one for another
     name is caught at the pause (the leaf then names only the host asked
     for, so the client sees the agent's page, not a name mismatch);
+  * a TLS 1.2 origin (certificate, key exchange and Finished in two
+    flights) goes through the same pause: served, or the certificate page
+    for an expired certificate;
   * an origin whose flight turns bad after the certificate (a corrupted
     CertificateVerify), that closes then, or that stalls past
     --handshake-timeout, gets the agent's 502 / 504 page on the client's
@@ -30,11 +33,14 @@ its Certificate:
 import contextlib
 import select
 import socket
+import ssl
 import threading
 
 import pytest
 
-from helpers.client import HTTPReader, _request_bytes, connect_tunnel, peer_cert, tls_context
+from helpers.client import (HTTPReader, _request_bytes, connect_tunnel, https_get, peer_cert,
+                            tls_context)
+from helpers.origin import Origin
 from helpers.pki import cert_names
 from helpers.wait import wait_for
 
@@ -366,3 +372,27 @@ def test_certificate_for_another_name_is_caught_at_the_pause(
         assert r.status == 502, r
         assert "name mismatch: the certificate is for other.test" in r.text, r.text[:600]
         assert wrong.requests_for("/wrong") == []
+
+
+@pytest.mark.parametrize("which,status,words", [
+    ("good", 200, None),
+    ("expired", 502, "certificate has expired"),
+])
+def test_tls12_origin_goes_through_the_pause(agent_factory, certs, which, status, words):
+    name = HOST if which == "good" else "expired.test"
+    origin = Origin(name, certs[which], tls_max=ssl.TLSVersion.TLSv1_2).start()
+    try:
+        agent = start(agent_factory, ["--verbose"])
+        r, leaf = https_get(agent.port, name, origin.port, "/tls12", cafile=agent.ca_path)
+        assert "answering the client while the origin's handshake goes on" in agent.stderr(), (
+            "the TLS 1.2 origin's handshake did not stop at its certificate")
+        assert r.status == status, r
+        assert name in cert_names(leaf)[1], cert_names(leaf)
+        if words:
+            assert words in r.text, r.text[:600]
+            assert origin.requests_for("/tls12") == []
+        else:
+            assert origin.marker in r.text, r
+        assert origin.handshake_errors == [], origin.handshake_errors
+    finally:
+        origin.stop()

@@ -136,10 +136,11 @@ class _Reader:
 
 
 class Origin:
-    def __init__(self, name, cert=None, host="127.0.0.1"):
+    def __init__(self, name, cert=None, host="127.0.0.1", tls_max=None):
         self.name = name
         self.cert = cert  # helpers.pki.CertPair or None for plain HTTP
         self.host = host
+        self.tls_max = tls_max  # an ssl.TLSVersion: the highest it speaks
         self.marker = "ORIGIN-CONTENT-%s-%s" % (name, os.urandom(6).hex())
         self.requests = []
         self.handshake_errors = []
@@ -158,6 +159,8 @@ class Origin:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(self.cert.cert_path, self.cert.key_path)
             ctx.set_alpn_protocols(["http/1.1"])
+            if self.tls_max is not None:
+                ctx.maximum_version = self.tls_max
             self._ctx = ctx
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
