@@ -527,16 +527,24 @@ static void start_client_tls(struct conn *c, const struct tls_names *names)
 
 static void decode_on_cert(struct conn *c);
 
+/* Every request of the connection gets the error page saying `why` (502;
+ * 504 for a timeout), titled as an unreachable origin or, with
+ * `unreachable` false, as a certificate problem. */
+static void decode_failed(struct conn *c, int status, const char *why, bool unreachable)
+{
+    c->verify_failed = true;
+    c->upstream_failed = c->upstream_failed || unreachable;
+    c->upstream_status = status == UV_ETIMEDOUT ? 504 : 502;
+    util_strlcpy(c->verify, why, sizeof c->verify);
+}
+
 void conn_on_decode_upstream(struct conn *c, int status, const char *why)
 {
     struct tls_names names;
     if (status < 0) {
         /* The client still gets a certificate for the name it asked for, and
          * then an error page saying why, instead of a bare reset. */
-        c->verify_failed = true;
-        c->upstream_failed = true;
-        util_strlcpy(c->verify, why ? why : "the origin could not be reached", sizeof c->verify);
-        c->upstream_status = status == UV_ETIMEDOUT ? 504 : 502;
+        decode_failed(c, status, why ? why : "the origin could not be reached", true);
         if (c->up) {
             struct pstream *s = c->up;
             c->up = NULL;
@@ -549,9 +557,10 @@ void conn_on_decode_upstream(struct conn *c, int status, const char *why)
     decode_on_cert(c);
 }
 
-/* The origin's certificate is in and verified (its handshake may still be
- * going, see conn_on_peer_cert): the certificate phase of the policy, then
- * the client's handshake with a leaf mirroring it. */
+/* The origin's certificate is in: verified, or (at the pause of
+ * conn_on_peer_cert) with only its name checked so far. The certificate
+ * phase of the policy, then the client's handshake with a leaf mirroring
+ * it. */
 static void decode_on_cert(struct conn *c)
 {
     struct tls_names names;
@@ -559,13 +568,10 @@ static void decode_on_cert(struct conn *c)
     X509 *cert = tls_upstream_peer_cert(c->up->ssl);
     /* 1: at the pause, the name matches and the chain is verified later
      * (origin_verdict_late) */
-    if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) >= 0) {
+    if (tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) >= 0)
         util_strlcpy(c->verify, "ok", sizeof c->verify);
-    } else {
-        c->verify_failed = true;
-        c->upstream_status = 502;
-        util_strlcpy(c->verify, reason, sizeof c->verify);
-    }
+    else
+        decode_failed(c, -EACCES, reason, false);
     if (cert) {
         X509_NAME *sn = X509_get_subject_name(cert);
         if (!sn || X509_NAME_get_text_by_NID(sn, NID_commonName, c->cert_name, sizeof c->cert_name) < 0)
@@ -580,11 +586,11 @@ static void decode_on_cert(struct conn *c)
     start_client_tls(c, &names);
 }
 
-/* The origin's certificate arrived and was verified, the rest of its flight
- * not yet processed (tls/upstream.h, tls_upstream_pause_at_cert): the leaf
- * is minted and the client's handshake started now, and the origin's
- * CertificateVerify and Finished are checked while the client works on our
- * flight. Nothing reaches the origin before its handshake ends: the
+/* The origin's certificate arrived, the rest of its flight not yet
+ * processed and only its name checked (tls/upstream.h,
+ * tls_upstream_pause_at_cert): the leaf is minted and the client's
+ * handshake started now, and the origin's chain, CertificateVerify and
+ * Finished are checked while the client works on our flight. Nothing reaches the origin before its handshake ends: the
  * client's first request waits for it (cl_waits_origin), and an origin that
  * fails it then gets the error page (origin_failed_late). An early
  * connection the client has not chosen yet, or any other waiter, just goes
@@ -614,9 +620,18 @@ static void origin_verdict_late(struct conn *c)
     if (c->verify_failed || tls_upstream_verify_result(c->up->ssl, reason, sizeof reason) == 0)
         return;
     atomic_fetch_add(&c->w->sh->m.verify_failures, 1);
-    c->verify_failed = true;
-    c->upstream_status = 502;
-    util_strlcpy(c->verify, reason, sizeof c->verify);
+    decode_failed(c, -EACCES, reason, false);
+}
+
+/* The origin's handshake is over, one way or the other: a client that
+ * finished its own first goes on to its request. */
+static void origin_settled(struct conn *c)
+{
+    c->up_hs_open = false;
+    if (c->cl_waits_origin) {
+        c->cl_waits_origin = false;
+        conn_start_head(c);
+    }
 }
 
 /* The origin's handshake failed or timed out after the client's had begun:
@@ -624,22 +639,15 @@ static void origin_verdict_late(struct conn *c)
  * fails before (conn_on_decode_upstream). */
 static void origin_failed_late(struct conn *c, int status, const char *why)
 {
-    c->up_hs_open = false;
     if (!c->verify_failed)
         atomic_fetch_add(&c->w->sh->m.verify_failures, 1);
-    c->verify_failed = true;
-    c->upstream_failed = true;
-    c->upstream_status = status == UV_ETIMEDOUT ? 504 : 502;
-    util_strlcpy(c->verify, why, sizeof c->verify);
+    decode_failed(c, status, why, true);
     if (c->up) {
         struct pstream *u = c->up;
         c->up = NULL;
         pstream_close(u);
     }
-    if (c->cl_waits_origin) {
-        c->cl_waits_origin = false;
-        conn_start_head(c);
-    }
+    origin_settled(c);
 }
 
 /* The address the upstream stream is connected to, as a policy fact. */
@@ -1129,18 +1137,14 @@ void conn_on_error(struct conn *c, struct pstream *s, int err)
 {
     if (c->dead)
         return;
-    if (s == c->up && (up_state(c) == CS_UP_HANDSHAKE || c->early)) {
+    if (s == c->up && (up_state(c) == CS_UP_HANDSHAKE || c->early || c->up_hs_open)) {
         char why[200];
         snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
                  s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
-        up_fail(c, -EPROTO, why);
-        return;
-    }
-    if (s == c->up && c->up_hs_open) {
-        char why[200];
-        snprintf(why, sizeof why, "the TLS handshake with the origin failed%s",
-                 s->tls_alert >= 0 ? " (the origin sent an alert)" : "");
-        origin_failed_late(c, -EPROTO, why);
+        if (c->up_hs_open)   /* the client's handshake began on its certificate */
+            origin_failed_late(c, -EPROTO, why);
+        else
+            up_fail(c, -EPROTO, why);
         return;
     }
     if (c->state == CS_CL_HANDSHAKE && s == c->client) {
@@ -1191,13 +1195,9 @@ void conn_on_handshake(struct conn *c, struct pstream *s)
         return;
     }
     if (s == c->up && c->up_hs_open) {   /* finished after the client's began */
-        c->up_hs_open = false;
         pstream_pause(s);
         origin_verdict_late(c);
-        if (c->cl_waits_origin) {
-            c->cl_waits_origin = false;
-            conn_start_head(c);
-        }
+        origin_settled(c);
         return;
     }
     if (s == c->client && c->state == CS_CL_HANDSHAKE) {

@@ -6,9 +6,9 @@
  * tls_upstream_prepare. Client sessions that verified are remembered per
  * host in a small direct-mapped table hung off the SSL_CTX, so a second
  * connection to the same origin resumes (keeping its verify result).
- * A handshake can also be made to stop once the origin's certificate has
- * been verified (tls_upstream_pause_at_cert), so that the caller starts on
- * the certificate while the rest of the origin's flight waits. */
+ * A handshake can also be made to stop as soon as the origin's certificate
+ * is in (tls_upstream_pause_at_cert), so that the caller starts on it
+ * while its verification and the rest of the origin's flight wait. */
 #include "tls/upstream.h"
 
 #include <arpa/inet.h>
@@ -39,7 +39,7 @@ struct sess_cache {
 };
 
 static int g_sess_idx = -1;
-static int g_pause_idx = -1;   /* SSL ex data: enum pause | verify error << 2 */
+static int g_pause_idx = -1;   /* SSL ex data: an enum pause */
 static pthread_once_t g_sess_once = PTHREAD_ONCE_INIT;
 
 enum pause { PAUSE_OFF, PAUSE_ARMED, PAUSE_HELD };
