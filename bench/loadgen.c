@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -820,15 +821,49 @@ static void reset_stats(struct run *r)
     r->warm = true;
 }
 
-static void poll_once(struct run *r, int timeout_ms)
+/* Waits for events at most `timeout_us` microseconds. epoll_wait's unit is a
+ * millisecond: in rate mode a request due 0.1 ms from now would be sent up to
+ * a millisecond late, and its latency (counted from the scheduled time) would
+ * carry that wait. epoll_pwait2 (Linux 5.11) takes nanoseconds; older kernels
+ * fall back to milliseconds, rounded up. */
+static void poll_once_us(struct run *r, uint64_t timeout_us)
 {
+    static bool no_pwait2;
     struct epoll_event evs[256];
-    int n = epoll_wait(r->ep, evs, 256, timeout_ms);
+    int n = -1;
+    if (!no_pwait2) {
+        struct timespec ts = { .tv_sec = (time_t)(timeout_us / 1000000u),
+                               .tv_nsec = (long)(timeout_us % 1000000u) * 1000 };
+        n = epoll_pwait2(r->ep, evs, 256, &ts, NULL);
+        if (n < 0 && errno == ENOSYS)
+            no_pwait2 = true;
+    }
+    if (no_pwait2)
+        n = epoll_wait(r->ep, evs, 256, (int)((timeout_us + 999) / 1000));
     for (int i = 0; i < n; i++) {
         struct conn *c = evs[i].data.ptr;
         if (c->in_use)
             on_event(r, c, evs[i].events);
     }
+}
+
+static void poll_once(struct run *r, int timeout_ms)
+{
+    poll_once_us(r, (uint64_t)timeout_ms * 1000u);
+}
+
+/* Rate mode: how long to wait for events before the next request is due.
+ * Only events can help when a due request waits for an idle connection, when
+ * all -n are scheduled, or when the run is draining: then 50 ms. */
+static uint64_t rate_wait_us(const struct run *r, uint64_t t_base)
+{
+    if (r->queued > 0 || r->stopping || r->scheduled >= r->o.n)
+        return 50000;
+    uint64_t due = t_base + (uint64_t)((double)r->scheduled * 1e6 / r->o.rate);
+    uint64_t t = now_us();
+    if (due <= t)
+        return 0;
+    return due - t < 50000 ? due - t : 50000;
 }
 
 static bool finished(struct run *r, uint64_t grace_end)
@@ -869,7 +904,10 @@ static void run_load(struct run *r)
         top_up(r);
         if (r->o.mode == M_RATE)
             schedule(r, start);
-        poll_once(r, r->o.mode == M_RATE ? 1 : 50);
+        if (r->o.mode == M_RATE)
+            poll_once_us(r, rate_wait_us(r, start));
+        else
+            poll_once(r, 50);
         check_timeouts(r);
         sample_rss(r);
     }
@@ -1158,6 +1196,10 @@ int main(int argc, char **argv)
     }
     if (setup(r) < 0)
         return 1;
+    /* Timed waits end when asked, not up to 50 µs later (the default slack):
+     * in rate mode that slack would be counted as latency. */
+    if (r->o.mode == M_RATE)
+        prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     if (r->o.mode == M_HOLD) {
         long rss_held = 0, still = 0;
         double t_open = 0, cpu = 0, sys = 0;

@@ -9,6 +9,7 @@ EXCLUDED=excluded.bench.test
 # FIRST_TOTAL (set by run.sh): how many never-seen names the first-contact
 # series needs in the whole run (new1..newN.bench.test)
 P_SHOJI=3128 P_SQUID=3129 P_MITM=3130 P_PRIVOXY=3131 P_TINY=3132
+P_ECHO=8443 # bench/hopfloor.c's echo behind tinyproxy (which tunnels only to listed ports)
 
 log() { echo "bench: $*" >&2; }
 
@@ -240,6 +241,7 @@ Timeout 600
 MaxClients 20000
 Allow 127.0.0.1
 ConnectPort 443
+ConnectPort $P_ECHO
 LogLevel Critical
 PidFile "$d/tinyproxy.pid"
 EOF

@@ -123,6 +123,7 @@ perf_all() {
       tunnel) perf_case tunnel 8 --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 8 --expect-len 1024 ;;
       tbulk) perf_case tbulk 8 --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode bulk -c 2 --path /10m --expect-len 10485760 ;;
       http) perf_case http 8 --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 16 --expect-len 1024 ;;
+      rate) perf_case rate 8 --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode rate -c 8 --rate 200 --path /1k --expect-len 1024 ;;
       first) perf_case first 30 ;;
     esac
   done
@@ -184,6 +185,7 @@ strace_all() {
       tunnel) strace_case tunnel --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode new -c 2 -n 200 -t 60 --expect-len 1024 ;;
       tbulk) strace_case tbulk --target "$EXCLUDED:443" --cafile "$W/pki/ca.crt" --mode bulk -c 2 -n 100 -t 60 --path /10m --expect-len 10485760 ;;
       http) strace_case http --target "$ORIGIN:80" --cafile "$W/pki/ca.crt" --plain --mode ka -c 4 -n 2000 -t 60 --expect-len 1024 ;;
+      rate) strace_case rate --target "$ORIGIN:443" --cafile "$W/shoji/state/ca.crt" --mode rate -c 8 --rate 200 -n 1000 -t 10 --path /1k --expect-len 1024 ;;
       first) strace_case first ;;
       timeline) timeline_first ;;
     esac

@@ -361,7 +361,51 @@ def targets(f):
               fmt(add, "{:+.0f} µs") + f.paired(d, "direct", "rate", "lat_us", "p99",
                                                 op=lambda x, y: x - y, spec="{:+.0f} µs"),
               None if add is None else add < 1000, "< 1 ms")
+    fl = floor_added(f, "p99")
+    if fl is not None:
+        rows.append("| (for reading it: one do-nothing relay hop, p99 added) | – | %+.0f µs%s | – |"
+                    % (fl, f.paired("floor-1", "floor-0", "rate", "lat_us", "p99",
+                                    op=lambda x, y: x - y, spec="{:+.0f} µs")))
     return rows
+
+
+def floor_added(f, q):
+    """What one relay hop that only forwards adds at the fixed rate (median
+    over repeats of hopfloor --hops 1 minus --hops 0), or None."""
+    a, b = f.med("floor-1", "rate", "lat_us", q), f.med("floor-0", "rate", "lat_us", q)
+    return None if None in (a, b) else a - b
+
+
+def floor_section(f):
+    """The latency floor of one hop, beside every proxy's added latency."""
+    if floor_added(f, "p50") is None:
+        return ["(not measured in this run)"]
+    out = ["| at %s, 1 KiB | p50 µs | p90 µs | p99 µs |" % rate_text(f), "|---|---:|---:|---:|"]
+    for cfg, name in (("floor-0", "echo process, direct (TCP loopback)"),
+                      ("floor-1", "through one relay process that only forwards")):
+        out.append("| %s | %s |" % (name, " | ".join(
+            fmt(f.med(cfg, "rate", "lat_us", q)) for q in ("p50", "p90", "p99"))))
+    out.append("| added by the relay hop | %s |" % " | ".join(
+        fmt(floor_added(f, q), "{:+.0f}") for q in ("p50", "p90", "p99")))
+    for cfg, name in (("floor-shoji", "shoji's tunnel (excluded host)"),
+                      ("floor-tinyproxy", "tinyproxy's tunnel")):
+        if (cfg, "rate") in f.runs:
+            out.append("| added by %s, same client and echo | %s |" % (name, " | ".join(
+                fmt(None if None in (f.med(cfg, "rate", "lat_us", q), f.med("floor-0", "rate", "lat_us", q))
+                    else f.med(cfg, "rate", "lat_us", q) - f.med("floor-0", "rate", "lat_us", q),
+                    "{:+.0f}") for q in ("p50", "p90", "p99"))))
+    for cfg in PROXIES:
+        vals = [None if None in (f.med(cfg, "rate", "lat_us", q), f.med("direct", "rate", "lat_us", q))
+                else f.med(cfg, "rate", "lat_us", q) - f.med("direct", "rate", "lat_us", q)
+                for q in ("p50", "p90", "p99")]
+        if any(v is not None for v in vals):
+            out.append("| added by %s (loadgen, HTTPS) | %s |" % (
+                cfg, " | ".join(fmt(v, "{:+.0f}") for v in vals)))
+    out += ["", "(bench/hopfloor.c: a fixed-rate exchange to an echo process, straight and"
+            " through a relay that reads and writes and nothing else; the difference is what a"
+            " hop costs on this machine in wake-ups and loopback transfers, the floor under any"
+            " proxy's added latency)"]
+    return out
 
 
 def rate_text(f):
@@ -378,6 +422,7 @@ def main():
     lines += vs_peers(f)
     lines += ["", "### Proxy CPU: user and kernel", ""] + cpu_split(f)
     lines += ["", "### Held idle connections", ""] + held_detail(f)
+    lines += ["", "### Latency floor of one hop", ""] + floor_section(f)
     lines += ["", "### First contact with a never-seen host", ""] + first_section(f)
     lines += ["", "### Targets", ""] + targets(f)
     print("\n".join(lines))

@@ -44,7 +44,7 @@ export FIRST_TOTAL=$((FIRST_N * REPEATS))
 outer() {
   local build=${1:-$ROOT/build}
   BUILD=$(cd "$build" && pwd) || { echo "bench: no build dir $build" >&2; exit 2; }
-  for b in shoji loadgen firstconn; do
+  for b in shoji loadgen firstconn hopfloor; do
     [ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b missing (cmake --build $BUILD)" >&2; exit 2; }
   done
   [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespace)" >&2; exit 2; }
@@ -255,9 +255,31 @@ try:
 except Exception as e: print("?", e)')" >&2
 }
 
+# The floor under every proxy's added latency on this machine: the same
+# fixed-rate exchange of 1 KiB each way, straight to an echo process and
+# through one relay process that only forwards (bench/hopfloor.c). What a
+# hop costs here in process wake-ups, whatever the proxy does.
+# The same exchange through the CONNECT tunnel of shoji (the excluded host)
+# and of tinyproxy sets their hop beside the do-nothing one, client and echo
+# unchanged.
+floor_pair() { # REPEAT
+  local n k out
+  n=$(awk -v r="$RATE" -v t="$T" 'BEGIN { print int(r * t) }')
+  local -a kinds=("0:--hops 0" "1:--hops 1")
+  ! in_order shoji-tunnel || kinds+=("shoji:--proxy 127.0.0.1:$P_SHOJI --connect-name $EXCLUDED")
+  ! in_order tinyproxy || kinds+=("tinyproxy:--proxy 127.0.0.1:$P_TINY --echo-port $P_ECHO")
+  for k in "${kinds[@]}"; do
+    # shellcheck disable=SC2086
+    out=$("$BUILD/hopfloor" --label "floor-${k%%:*}/rate/$1" ${k#*:} --rate "$RATE" -n "$n" \
+          2>>"$W/loadgen.err") || true
+    if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "floor-${k%%:*}/rate/$1: no result"; fi
+  done
+}
+
 for rep in $(seq 1 "$REPEATS"); do
   log "repeat $rep/$REPEATS ($((SECONDS - RUN_START)) s so far)"
   for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
+  if want_fig rate; then floor_pair "$rep"; fi
   if in_order shoji-decode && want_fig new && [ "$FIRST_N" -gt 0 ]; then first_series "$rep"; fi
 done
 
