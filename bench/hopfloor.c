@@ -15,6 +15,11 @@
  * free port): a proxy's tunnel hop with
  * the same client and echo, to set beside the do-nothing relay.
  *
+ * --relay-listen PORT --relay-to IP:PORT instead serves as that relay for
+ * any TCP stream (one process per connection, poll, read, write) until
+ * killed: bench/run.sh's `null-relay` configuration, the loadgen's HTTPS
+ * through a hop that does nothing.
+ *
  * Prints one JSON object: label, hops, requests, rps, lat_us {p50,p90,p99,max,mean}.
  * Bounded: -n exchanges, and every read and write has a 10 s limit. */
 #ifndef _GNU_SOURCE
@@ -25,6 +30,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -153,24 +159,35 @@ static int tcp_listener(int *port)
     return l;
 }
 
-/* Connects to the proxy at HOST:PORT (an IPv4 address) and opens a CONNECT
- * tunnel to NAME:port; the socket, or -1. */
-static int via_proxy(const char *proxy, const char *name, int port)
+/* A TCP connection to IP:PORT; the socket, or -1. */
+static int connect_to(const char *ipport)
 {
     char host[64];
-    const char *colon = strrchr(proxy, ':');
-    if (!colon || (size_t)(colon - proxy) >= sizeof host)
+    const char *colon = strrchr(ipport, ':');
+    if (!colon || (size_t)(colon - ipport) >= sizeof host)
         return -1;
-    memcpy(host, proxy, (size_t)(colon - proxy));
-    host[colon - proxy] = 0;
+    memcpy(host, ipport, (size_t)(colon - ipport));
+    host[colon - ipport] = 0;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
         connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        perror("hopfloor: proxy");
+        fprintf(stderr, "hopfloor: connect %s: %s\n", ipport, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     tune(fd);
+    return fd;
+}
+
+/* Connects to the proxy at IP:PORT and opens a CONNECT tunnel to
+ * NAME:port; the socket, or -1. */
+static int via_proxy(const char *proxy, const char *name, int port)
+{
+    int fd = connect_to(proxy);
+    if (fd < 0)
+        return -1;
     char req[512], resp[4096];
     int n = snprintf(req, sizeof req, "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
                      name, port, name, port);
@@ -189,6 +206,65 @@ static int via_proxy(const char *proxy, const char *name, int port)
         return -1;
     }
     return fd;
+}
+
+/* --relay-listen: one forwarding process per connection, both ways, any
+ * bytes (TLS included), until either side ends: the do-nothing proxy the
+ * bench puts in front of the origin as a configuration of its own. */
+static void relay_conn(int a, int b)
+{
+    static char buf[MAX_SIZE];
+    const int fd[2] = { a, b };
+    struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+    int open_ways = 2;
+    while (open_ways > 0) {
+        if (poll(p, 2, 600000) <= 0)
+            return;
+        for (int i = 0; i < 2; i++) {
+            if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t r = read(fd[i], buf, sizeof buf);
+            if (r < 0)
+                return;
+            if (r == 0) {   /* this way ended: pass the end on, keep the other */
+                shutdown(fd[!i], SHUT_WR);
+                p[i].fd = -1;
+                open_ways--;
+            } else if (write_full(fd[!i], buf, (size_t)r) < 0) {
+                return;
+            }
+        }
+    }
+}
+
+static int serve_relay(int port, const char *to)
+{
+    int l = tcp_listener(&port);
+    if (l < 0)
+        return 1;
+    signal(SIGCHLD, SIG_IGN);   /* children reaped by the kernel */
+    for (;;) {
+        int c = accept(l, NULL, NULL);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            perror("hopfloor: accept");
+            return 1;
+        }
+        if (fork() == 0) {
+            close(l);
+            struct timeval none = { 0 };
+            tune(c);
+            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+            int up = connect_to(to);
+            if (up >= 0) {
+                setsockopt(up, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+                relay_conn(c, up);
+            }
+            _exit(0);
+        }
+        close(c);
+    }
 }
 
 /* Forks the echo (up < 0) or a relay; the child keeps only its own sockets,
@@ -212,6 +288,8 @@ struct opts {
     const char *proxy;   /* HOST:PORT: through this proxy's CONNECT tunnel */
     const char *name;    /* the name the CONNECT asks for */
     int echo_port;       /* with --proxy: the echo's port (0: any free one) */
+    int relay_port;      /* --relay-listen: serve as a relay on this port */
+    const char *relay_to;   /* --relay-to IP:PORT: where the relay forwards */
     int hops;
     long n;
     double rate;
@@ -222,7 +300,8 @@ static int parse(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = { { "label", 1, 0, 'l' }, { "hops", 1, 0, 'h' },
         { "rate", 1, 0, 'r' }, { "size", 1, 0, 's' }, { "proxy", 1, 0, 'p' },
-        { "connect-name", 1, 0, 'c' }, { "echo-port", 1, 0, 'e' }, { 0, 0, 0, 0 } };
+        { "connect-name", 1, 0, 'c' }, { "echo-port", 1, 0, 'e' },
+        { "relay-listen", 1, 0, 'L' }, { "relay-to", 1, 0, 'T' }, { 0, 0, 0, 0 } };
     int c;
     while ((c = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {
         switch (c) {
@@ -234,12 +313,15 @@ static int parse(int argc, char **argv, struct opts *o)
         case 'p': o->proxy = optarg; break;
         case 'c': o->name = optarg; break;
         case 'e': o->echo_port = atoi(optarg); break;
+        case 'L': o->relay_port = atoi(optarg); break;
+        case 'T': o->relay_to = optarg; break;
         default: return -1;
         }
     }
     if ((o->hops != 0 && o->hops != 1) || o->n < 1 || o->n > 1000000 || o->rate <= 0 ||
         o->rate > 100000 || o->size < 1 || o->size > MAX_SIZE ||
-        o->echo_port < 0 || o->echo_port > 65535)
+        o->echo_port < 0 || o->echo_port > 65535 || o->relay_port < 0 || o->relay_port > 65535 ||
+        (o->relay_port > 0) != (o->relay_to != NULL))
         return -1;
     return 0;
 }
@@ -271,10 +353,13 @@ int main(int argc, char **argv)
     struct opts o = { .label = "hopfloor", .hops = 0, .n = 800, .rate = 200, .size = 1024 };
     if (parse(argc, argv, &o) < 0) {
         fprintf(stderr, "usage: hopfloor [--label L] [--hops 0|1] [-n N] [--rate R] [--size BYTES]\n"
-                        "                [--proxy IP:PORT [--connect-name NAME] [--echo-port PORT]]\n");
+                        "                [--proxy IP:PORT [--connect-name NAME] [--echo-port PORT]]\n"
+                        "       hopfloor --relay-listen PORT --relay-to IP:PORT\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.relay_port)
+        return serve_relay(o.relay_port, o.relay_to);
     /* the wait before each exchange ends when asked, not up to 50 µs later */
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
     int p1[2], p2[2] = { -1, -1 };

@@ -10,6 +10,7 @@ EXCLUDED=excluded.bench.test
 # series needs in the whole run (new1..newN.bench.test)
 P_SHOJI=3128 P_SQUID=3129 P_MITM=3130 P_PRIVOXY=3131 P_TINY=3132
 P_ECHO=8443 # bench/hopfloor.c's echo behind tinyproxy (which tunnels only to listed ports)
+P_RELAY=3133 # the null-relay configuration: bench/hopfloor.c forwarding to the origin
 
 log() { echo "bench: $*" >&2; }
 
@@ -145,6 +146,17 @@ start_shoji() {
     >"$W/shoji/stdout.log" 2>"$W/shoji/stderr.log" &
   local pid=$!
   wait_port $P_SHOJI || return 1
+  echo $pid
+}
+
+# A do-nothing hop in front of the origin (bench/hopfloor.c --relay-listen:
+# a process per connection that forwards bytes both ways): what any proxy's
+# figures would be if it cost nothing but being a hop.
+start_null_relay() {
+  "$BUILD/hopfloor" --relay-listen $P_RELAY --relay-to 127.0.0.1:443 \
+    >"$W/null-relay.log" 2>&1 &
+  local pid=$!
+  wait_port $P_RELAY || return 1
   echo $pid
 }
 

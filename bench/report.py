@@ -12,7 +12,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-PROXIES = ["shoji-decode", "shoji-tunnel", "shoji-http", "squid", "mitmproxy",
+PROXIES = ["null-relay", "shoji-decode", "shoji-tunnel", "shoji-http", "squid", "mitmproxy",
            "privoxy", "tinyproxy"]
 PEERS = ["squid", "mitmproxy", "privoxy", "tinyproxy"]
 
@@ -115,7 +115,7 @@ def main_table(f):
             r = ratio(v, f.med(base, test, key)) if cfg != base else None
             spec = "{:,.1f}" if key == "mb_per_s" else "{:,.0f}"
             cells.append(fmt(v, spec) + (" (%.2fx)" % r if r is not None else ""))
-            if cfg.startswith("direct"):
+            if cfg.startswith("direct") or cfg == "null-relay":   # no proxy CPU measured
                 cells.append("–")
             else:
                 cpu = f.med(cfg, test, "proxy_cpu_us_per_req")
@@ -132,14 +132,18 @@ def main_table(f):
             cells.append("–")
         srv = server_of(cfg)
         idle = f.med(srv, "idle", "rss_idle_kib")
-        cells.append(fmt(idle / 1024 if idle and not cfg.startswith("direct") else None,
-                         "{:,.1f}"))
+        measured = not cfg.startswith("direct") and cfg != "null-relay"
+        cells.append(fmt(idle / 1024 if idle and measured else None, "{:,.1f}"))
         load = f.rss_load(cfg)
-        cells.append(fmt(load / 1024 if load and not cfg.startswith("direct") else None,
-                         "{:,.1f}"))
+        cells.append(fmt(load / 1024 if load and measured else None, "{:,.1f}"))
         cells.append(held_cell(f, cfg))
         cells.append("%d / %d" % (f.errors(cfg), f.requests(cfg)))
         out.append("| " + " | ".join(cells) + " |")
+    if any(c == "null-relay" for (c, _t) in f.runs):
+        out += ["", "(null-relay: the client connects to a port where bench/hopfloor.c forwards"
+                " the bytes to the origin and back, one process per connection, nothing else; the"
+                " figures of a hop that costs nothing but being a hop. Its CPU and RSS are not"
+                " measured.)"]
     return out
 
 
@@ -160,8 +164,8 @@ def cpu_split(f):
            " | held conn (opening) |",
            "|---|" + "---:|" * (len(tests) + 1)]
     for cfg in PROXIES:
-        if not any(c == cfg and t in ("ka", "new", "bulk", "rate", "hold")
-                   for (c, t) in f.runs):
+        if cfg == "null-relay" or not any(c == cfg and t in ("ka", "new", "bulk", "rate", "hold")
+                                          for (c, t) in f.runs):
             continue
         cells = [cfg]
         for test, _name, div in tests:

@@ -126,7 +126,7 @@ estimate() {
   local n=0 nshoji=0 npeer=0 cfg per main hold_lo hold_hi extra
   for cfg in $ORDER; do
     n=$((n + 1))
-    case $cfg in direct*|shoji-http) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
+    case $cfg in direct*|shoji-http|null-relay) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
   done
   per=$(( $(echo "$FIGURES" | wc -w) * T + 3 ))   # per test: T + warm-up + start/drain
   main=$(( 10 + FIRST_TOTAL / 10 + REPEATS * (n * per + 3) + REPEATS * 2 ))
@@ -151,7 +151,7 @@ RATE=200
 LOADAVG=$(cut -d" " -f1-3 /proc/loadavg)
 RES=$W/results.jsonl
 : > "$RES"
-ORDER=${BENCH_ONLY:-"direct direct-http shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
+ORDER=${BENCH_ONLY:-"direct direct-http null-relay shoji-decode shoji-tunnel shoji-http squid mitmproxy privoxy tinyproxy"}
 in_order() { case " $ORDER " in *" $1 "*) return 0 ;; esac; return 1; }
 FIGURES=${BENCH_FIGURES:-"ka new bulk rate"}
 want_fig() { case " $FIGURES " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -173,9 +173,9 @@ PID[nginx]=$(start_nginx)
 PID[shoji]=$(start_shoji)
 # A peer starts only if it is measured; one that does not start is left out
 # of this run (logged; the report has no row for it) instead of ending it.
-for p in squid mitmproxy privoxy tinyproxy; do
+for p in null-relay squid mitmproxy privoxy tinyproxy; do
   in_order "$p" || continue
-  if pid=$("start_$p"); then
+  if pid=$("start_${p//-/_}"); then
     PID[$p]=$pid
   else
     log "$p did not start: left out of this run (its logs are under $W)"
@@ -197,6 +197,7 @@ done
 declare -A CFG=(
   [direct]="- $ORIGIN:443 0 - origin"
   [direct-http]="- $ORIGIN:80 1 - origin"
+  [null-relay]="- $ORIGIN:$P_RELAY 0 - origin"
   [shoji-decode]="127.0.0.1:$P_SHOJI $ORIGIN:443 0 shoji shoji"
   [shoji-tunnel]="127.0.0.1:$P_SHOJI $EXCLUDED:443 0 shoji origin"
   [shoji-http]="127.0.0.1:$P_SHOJI $ORIGIN:80 1 shoji origin"
@@ -298,7 +299,7 @@ restart_shoji() {
 [ "$HOLD" -eq 0 ] || log "held idle connections: $HOLD each ($((SECONDS - RUN_START)) s so far)"
 for cfg in $ORDER; do
   [ "$HOLD" -gt 0 ] || break
-  case $cfg in direct*|shoji-http) continue ;; esac
+  case $cfg in direct*|shoji-http|null-relay) continue ;; esac
   t=$PEER_HOLD_T
   case $cfg in shoji*) t=$HOLD_T; restart_shoji "$cfg" ;; esac
   lg "$cfg" hold 1 --mode hold --hold "$HOLD" -c 64 -t "$t" --hold-time 3 --path /1k \
