@@ -365,9 +365,14 @@ def targets(f):
               fmt(add, "{:+.0f} µs") + f.paired(d, "direct", "rate", "lat_us", "p99",
                                                 op=lambda x, y: x - y, spec="{:+.0f} µs"),
               None if add is None else add < 1000, "< 1 ms")
+    a = f.med("null-relay", "rate", "lat_us", "p99")
+    if None not in (a, b):
+        rows.append("| (for reading it: a hop that does nothing, null-relay, p99 added) | – | %+.0f µs%s | – |"
+                    % (a - b, f.paired("null-relay", "direct", "rate", "lat_us", "p99",
+                                       op=lambda x, y: x - y, spec="{:+.0f} µs")))
     fl = floor_added(f, "p99")
     if fl is not None:
-        rows.append("| (for reading it: one do-nothing relay hop, p99 added) | – | %+.0f µs%s | – |"
+        rows.append("| (for reading it: one relay hop in the bare echo exchange, p99 added) | – | %+.0f µs%s | – |"
                     % (fl, f.paired("floor-1", "floor-0", "rate", "lat_us", "p99",
                                     op=lambda x, y: x - y, spec="{:+.0f} µs")))
     return rows
