@@ -4,16 +4,16 @@
  *
  * A client sends SIZE bytes and waits for SIZE bytes back, at a fixed rate,
  * over one TCP loopback connection, to an echo process: directly (--hops 0)
- * or through one relay process that only forwards (--hops 1: read, write,
- * nothing else; no TLS, no parsing, no policy). Latency is counted from the
+ * or through one relay process that only forwards (--hops 1: poll, read,
+ * write, nothing else; no TLS, no parsing, no policy). Latency is counted from the
  * scheduled time, as loadgen's rate mode does. The difference between the
  * two is the floor under any proxy's added latency: the two extra process
  * wake-ups per exchange and the two extra loopback transfers.
  *
  * --proxy IP:PORT instead opens a CONNECT tunnel through that proxy to the
  * echo (named --connect-name, default 127.0.0.1; on --echo-port, default any
- * free port): a proxy's tunnel hop with
- * the same client and echo, to set beside the do-nothing relay.
+ * free port): a proxy's tunnel hop with the same client and echo, to set
+ * beside the do-nothing relay.
  *
  * --relay-listen PORT --relay-to IP:PORT instead serves as that relay for
  * any TCP stream (one process per connection, poll, read, write) until
@@ -124,17 +124,6 @@ static void echo_main(int fd, size_t size)
     _exit(0);
 }
 
-/* The relay process: forwards a request from `down` to `up` and the answer
- * back, nothing more. */
-static void relay_main(int down, int up, size_t size)
-{
-    static char buf[MAX_SIZE];
-    while (read_full(down, buf, size) == 0 && write_full(up, buf, size) == 0 &&
-           read_full(up, buf, size) == 0 && write_full(down, buf, size) == 0)
-        ;
-    _exit(0);
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -208,9 +197,9 @@ static int via_proxy(const char *proxy, const char *name, int port)
     return fd;
 }
 
-/* --relay-listen: one forwarding process per connection, both ways, any
- * bytes (TLS included), until either side ends: the do-nothing proxy the
- * bench puts in front of the origin as a configuration of its own. */
+/* The relay: forwards whatever either side sends to the other, both ways,
+ * until both have ended; nothing more. The --hops 1 relay and, one process
+ * per connection, the --relay-listen one (any bytes, TLS included). */
 static void relay_conn(int a, int b)
 {
     static char buf[MAX_SIZE];
@@ -253,14 +242,10 @@ static int serve_relay(int port, const char *to)
         }
         if (fork() == 0) {
             close(l);
-            struct timeval none = { 0 };
             tune(c);
-            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
             int up = connect_to(to);
-            if (up >= 0) {
-                setsockopt(up, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+            if (up >= 0)
                 relay_conn(c, up);
-            }
             _exit(0);
         }
         close(c);
@@ -278,7 +263,8 @@ static pid_t spawn(int down, int up, size_t size)
                 close(fd);
         if (up < 0)
             echo_main(down, size);
-        relay_main(down, up, size);
+        relay_conn(down, up);
+        _exit(0);
     }
     return pid;
 }

@@ -72,6 +72,11 @@ class Fig:
             return ""
         return " (per repeat %s)" % ", ".join(spec.format(v) for v in vals)
 
+    def added(self, cfg, base, q):
+        """Median latency quantile `q` of the rate test, cfg minus base, or None."""
+        a, b = self.med(cfg, "rate", "lat_us", q), self.med(base, "rate", "lat_us", q)
+        return None if None in (a, b) else a - b
+
     def errors(self, cfg):
         return sum(d.get("errors", 0) for (c, t), ds in self.runs.items() if c == cfg
                    and t in ("ka", "new", "bulk", "rate") for d in ds)
@@ -84,6 +89,12 @@ class Fig:
         vals = [d.get("proxy_rss_max_kib", 0) for t in ("ka", "new", "bulk")
                 for d in self.runs.get((cfg, t), [])]
         return max(vals) if vals else None
+
+
+def proxy_measured(cfg):
+    """Whether the proxy's CPU and RSS were sampled: not for direct runs, nor
+    for null-relay (a process per connection, not watched)."""
+    return not cfg.startswith("direct") and cfg != "null-relay"
 
 
 def server_of(cfg):
@@ -115,7 +126,7 @@ def main_table(f):
             r = ratio(v, f.med(base, test, key)) if cfg != base else None
             spec = "{:,.1f}" if key == "mb_per_s" else "{:,.0f}"
             cells.append(fmt(v, spec) + (" (%.2fx)" % r if r is not None else ""))
-            if cfg.startswith("direct") or cfg == "null-relay":   # no proxy CPU measured
+            if not proxy_measured(cfg):
                 cells.append("–")
             else:
                 cpu = f.med(cfg, test, "proxy_cpu_us_per_req")
@@ -132,10 +143,9 @@ def main_table(f):
             cells.append("–")
         srv = server_of(cfg)
         idle = f.med(srv, "idle", "rss_idle_kib")
-        measured = not cfg.startswith("direct") and cfg != "null-relay"
-        cells.append(fmt(idle / 1024 if idle and measured else None, "{:,.1f}"))
+        cells.append(fmt(idle / 1024 if idle and proxy_measured(cfg) else None, "{:,.1f}"))
         load = f.rss_load(cfg)
-        cells.append(fmt(load / 1024 if load and measured else None, "{:,.1f}"))
+        cells.append(fmt(load / 1024 if load and proxy_measured(cfg) else None, "{:,.1f}"))
         cells.append(held_cell(f, cfg))
         cells.append("%d / %d" % (f.errors(cfg), f.requests(cfg)))
         out.append("| " + " | ".join(cells) + " |")
@@ -164,8 +174,8 @@ def cpu_split(f):
            " | held conn (opening) |",
            "|---|" + "---:|" * (len(tests) + 1)]
     for cfg in PROXIES:
-        if cfg == "null-relay" or not any(c == cfg and t in ("ka", "new", "bulk", "rate", "hold")
-                                          for (c, t) in f.runs):
+        if not proxy_measured(cfg) or not any(c == cfg and t in ("ka", "new", "bulk", "rate", "hold")
+                                              for (c, t) in f.runs):
             continue
         cells = [cfg]
         for test, _name, div in tests:
@@ -365,12 +375,12 @@ def targets(f):
               fmt(add, "{:+.0f} µs") + f.paired(d, "direct", "rate", "lat_us", "p99",
                                                 op=lambda x, y: x - y, spec="{:+.0f} µs"),
               None if add is None else add < 1000, "< 1 ms")
-    a = f.med("null-relay", "rate", "lat_us", "p99")
-    if None not in (a, b):
+    nr = f.added("null-relay", "direct", "p99")
+    if nr is not None:
         rows.append("| (for reading it: a hop that does nothing, null-relay, p99 added) | – | %+.0f µs%s | – |"
-                    % (a - b, f.paired("null-relay", "direct", "rate", "lat_us", "p99",
+                    % (nr, f.paired("null-relay", "direct", "rate", "lat_us", "p99",
                                        op=lambda x, y: x - y, spec="{:+.0f} µs")))
-    fl = floor_added(f, "p99")
+    fl = f.added("floor-1", "floor-0", "p99")
     if fl is not None:
         rows.append("| (for reading it: one relay hop in the bare echo exchange, p99 added) | – | %+.0f µs%s | – |"
                     % (fl, f.paired("floor-1", "floor-0", "rate", "lat_us", "p99",
@@ -378,38 +388,27 @@ def targets(f):
     return rows
 
 
-def floor_added(f, q):
-    """What one relay hop that only forwards adds at the fixed rate (median
-    over repeats of hopfloor --hops 1 minus --hops 0), or None."""
-    a, b = f.med("floor-1", "rate", "lat_us", q), f.med("floor-0", "rate", "lat_us", q)
-    return None if None in (a, b) else a - b
-
-
 def floor_section(f):
     """The latency floor of one hop, beside every proxy's added latency."""
-    if floor_added(f, "p50") is None:
+    quantiles = ("p50", "p90", "p99")
+    if f.added("floor-1", "floor-0", "p50") is None:
         return ["(not measured in this run)"]
     out = ["| at %s, 1 KiB | p50 µs | p90 µs | p99 µs |" % rate_text(f), "|---|---:|---:|---:|"]
     for cfg, name in (("floor-0", "echo process, direct (TCP loopback)"),
                       ("floor-1", "through one relay process that only forwards")):
         out.append("| %s | %s |" % (name, " | ".join(
-            fmt(f.med(cfg, "rate", "lat_us", q)) for q in ("p50", "p90", "p99"))))
-    out.append("| added by the relay hop | %s |" % " | ".join(
-        fmt(floor_added(f, q), "{:+.0f}") for q in ("p50", "p90", "p99")))
-    for cfg, name in (("floor-shoji", "shoji's tunnel (excluded host)"),
-                      ("floor-tinyproxy", "tinyproxy's tunnel")):
-        if (cfg, "rate") in f.runs:
-            out.append("| added by %s, same client and echo | %s |" % (name, " | ".join(
-                fmt(None if None in (f.med(cfg, "rate", "lat_us", q), f.med("floor-0", "rate", "lat_us", q))
-                    else f.med(cfg, "rate", "lat_us", q) - f.med("floor-0", "rate", "lat_us", q),
-                    "{:+.0f}") for q in ("p50", "p90", "p99"))))
-    for cfg in PROXIES:
-        vals = [None if None in (f.med(cfg, "rate", "lat_us", q), f.med("direct", "rate", "lat_us", q))
-                else f.med(cfg, "rate", "lat_us", q) - f.med("direct", "rate", "lat_us", q)
-                for q in ("p50", "p90", "p99")]
+            fmt(f.med(cfg, "rate", "lat_us", q)) for q in quantiles)))
+
+    def added_row(name, cfg, base):
+        vals = [f.added(cfg, base, q) for q in quantiles]
         if any(v is not None for v in vals):
-            out.append("| added by %s (loadgen, HTTPS) | %s |" % (
-                cfg, " | ".join(fmt(v, "{:+.0f}") for v in vals)))
+            out.append("| added by %s | %s |" % (name, " | ".join(fmt(v, "{:+.0f}") for v in vals)))
+
+    added_row("the relay hop", "floor-1", "floor-0")
+    added_row("shoji's tunnel (excluded host), same client and echo", "floor-shoji", "floor-0")
+    added_row("tinyproxy's tunnel, same client and echo", "floor-tinyproxy", "floor-0")
+    for cfg in PROXIES:
+        added_row("%s (loadgen, HTTPS)" % cfg, cfg, "direct")
     out += ["", "(bench/hopfloor.c: a fixed-rate exchange to an echo process, straight and"
             " through a relay that reads and writes and nothing else; the difference is what a"
             " hop costs on this machine in wake-ups and loopback transfers, the floor under any"

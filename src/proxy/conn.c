@@ -590,9 +590,10 @@ static void decode_on_cert(struct conn *c)
  * processed and only its name checked (tls/upstream.h,
  * tls_upstream_pause_at_cert): the leaf is minted and the client's
  * handshake started now, and the origin's chain, CertificateVerify and
- * Finished are checked while the client works on our flight. Nothing reaches the origin before its handshake ends: the
- * client's first request waits for it (cl_waits_origin), and an origin that
- * fails it then gets the error page (origin_failed_late). An early
+ * Finished are checked while the client works on our flight. Nothing
+ * reaches the origin before its handshake ends: the client's first request
+ * waits for it (cl_waits_origin), and an origin that fails it then gets the
+ * error page (origin_failed_late). An early
  * connection the client has not chosen yet, or any other waiter, just goes
  * on with the handshake. */
 void conn_on_peer_cert(struct conn *c, struct pstream *s)

@@ -376,34 +376,35 @@ static void test_pause_at_cert_keeps_a_failure(void **state)
 /* A certificate naming the host whose chain fails (expired here, then one
  * from an unknown issuer): the name passes at the pause, the failure is the
  * verdict once the handshake has ended, and such a session is not kept. */
-static void test_pause_at_cert_finds_a_chain_failure_after_the_pause(void **state)
+/* One paused handshake with `cert`: a fresh session, one more pause where
+ * the name passed (1), and `why` as the verdict once it has ended. */
+static void paused_handshake_fails_with(struct fx *f, X509 *cert, EVP_PKEY *key, int pauses,
+                                        const char *why)
 {
-    struct fx *f = *state;
     char reason[256];
-    X509 *x = make_cert("late.example", tls_minter_leaf_key(f->m), f->ca.cert, f->ca.key,
-                        -30 * 86400, -86400);
-    f->pause = true;
     SSL *s = NULL;
-    SSL *c = handshake(f, "late.example", x, tls_minter_leaf_key(f->m), NULL, 0, &s);
-    assert_int_equal(f->pauses, 1);
+    SSL *c = handshake(f, "late.example", cert, key, NULL, 0, &s);
+    assert_false(SSL_session_reused(c));
+    assert_int_equal(f->pauses, pauses);
     assert_int_equal(f->pause_rc, 1);
     assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), -EACCES);
-    assert_string_equal(reason, "certificate has expired");
+    assert_string_equal(reason, why);
     SSL_free(c);
     tls_server_ssl_free(s);
     X509_free(f->pause_cert);
     f->pause_cert = NULL;
+}
+
+static void test_pause_at_cert_finds_a_chain_failure_after_the_pause(void **state)
+{
+    struct fx *f = *state;
+    X509 *x = make_cert("late.example", tls_minter_leaf_key(f->m), f->ca.cert, f->ca.key,
+                        -30 * 86400, -86400);
+    f->pause = true;
+    paused_handshake_fails_with(f, x, tls_minter_leaf_key(f->m), 1, "certificate has expired");
     EVP_PKEY *k = EVP_EC_gen("P-256");
     X509 *y = make_cert("late.example", k, NULL, k, -60, 86400);
-    c = handshake(f, "late.example", y, k, NULL, 0, &s);
-    assert_false(SSL_session_reused(c));
-    assert_int_equal(f->pauses, 2);
-    assert_int_equal(f->pause_rc, 1);
-    assert_int_equal(tls_upstream_verify_result(c, reason, sizeof reason), -EACCES);
-    assert_string_equal(reason, "self-signed certificate");
-    SSL_free(c);
-    tls_server_ssl_free(s);
-    X509_free(f->pause_cert);
+    paused_handshake_fails_with(f, y, k, 2, "self-signed certificate");
     X509_free(x);
     X509_free(y);
     EVP_PKEY_free(k);
