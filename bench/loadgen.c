@@ -71,6 +71,7 @@ struct opts {
     int hold;
     const char *ready_file;
     const char *label;
+    const char *lat_log; /* --lat-log: "scheduled_us latency_us" per measured request */
     pid_t watch[MAX_WATCH];
     int nwatch;
 };
@@ -125,6 +126,7 @@ struct run {
     long established; /* hold mode: connections that completed a request */
     long unfinished;  /* hold mode: handshakes still going when -t ran out */
     double self_cpu0; /* this process's CPU seconds at the start of measuring */
+    FILE *lat_log;    /* --lat-log, open while running */
     long opened;      /* TCP connections opened while measuring */
     long idle;        /* connections in S_IDLE */
 };
@@ -438,6 +440,9 @@ static void after_response(struct run *r, struct conn *c)
     r->done++;
     r->last_done_us = t;
     lat_push(r, t - c->t_start_us);
+    if (r->lat_log && r->warm)
+        fprintf(r->lat_log, "%llu %llu\n", (unsigned long long)c->t_start_us,
+                (unsigned long long)(t - c->t_start_us));
     if (r->o.mode == M_HOLD) {
         r->established++;
         set_idle(r, c);
@@ -1100,7 +1105,9 @@ static void usage(void)
         "usage: loadgen --target HOST:PORT [--proxy HOST:PORT] [--mode ka|new|bulk|rate|hold]\n"
         "  [--path /1k] [--cafile FILE] [--plain] [-c CONNS] [-n MAXREQ] [-t SECONDS]\n"
         "  [--warmup SECONDS] [--rate R] [--expect-len BYTES] [--hold N] [--hold-time S]\n"
-        "  [--ready-file FILE] [--watch PID]... [--label TEXT] [--io-timeout S]\n");
+        "  [--ready-file FILE] [--watch PID]... [--label TEXT] [--io-timeout S]\n"
+        "  [--lat-log FILE]  (one line per measured request: CLOCK_MONOTONIC µs\n"
+        "                     when it was due, and its latency in µs)\n");
 }
 
 static const struct option longopts[] = {
@@ -1110,7 +1117,7 @@ static const struct option longopts[] = {
     { "warmup", 1, 0, 'w' }, { "rate", 1, 0, 'r' }, { "expect-len", 1, 0, 'e' },
     { "hold", 1, 0, 'H' }, { "hold-time", 1, 0, 'h' }, { "ready-file", 1, 0, 'R' },
     { "watch", 1, 0, 'W' }, { "label", 1, 0, 'L' }, { "io-timeout", 1, 0, 'i' },
-    { 0, 0, 0, 0 }
+    { "lat-log", 1, 0, 'l' }, { 0, 0, 0, 0 }
 };
 
 static int parse_mode(const char *s)
@@ -1150,6 +1157,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'W': if (o->nwatch < MAX_WATCH) o->watch[o->nwatch++] = (pid_t)atoi(optarg); break;
         case 'L': o->label = optarg; break;
         case 'i': o->io_timeout = atof(optarg); break;
+        case 'l': o->lat_log = optarg; break;
         default: return -1;
         }
     }
@@ -1181,6 +1189,10 @@ static int setup(struct run *r)
     r->conns = calloc((size_t)r->nconns, sizeof *r->conns);
     if (r->ep < 0 || !r->conns)
         return -1;
+    if (r->o.lat_log && !(r->lat_log = fopen(r->o.lat_log, "w"))) {
+        fprintf(stderr, "loadgen: %s: %s\n", r->o.lat_log, strerror(errno));
+        return -1;
+    }
     for (int i = 0; i < r->nconns; i++)
         r->conns[i].fd = -1;
     return 0;
@@ -1217,5 +1229,7 @@ int main(int argc, char **argv)
     double secs = (double)(r->last_done_us - r->t0_us) / 1e6;
     print_common(r, secs, snap_cpu_s(&r->snap0, &s1, false), snap_cpu_s(&r->snap0, &s1, true));
     printf("}\n");
+    if (r->lat_log && fclose(r->lat_log) != 0)
+        fprintf(stderr, "loadgen: %s: %s\n", r->o.lat_log, strerror(errno));
     return r->errors_total ? 3 : 0;
 }

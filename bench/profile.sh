@@ -368,3 +368,48 @@ print("\nper round, agent task-clock us/MiB A / B: " + ", ".join(
 PY
   cat "$out"
 }
+
+# BENCH_PROFILE=sched: where a request's time goes at the fixed rate (the
+# figure "added p99 latency"). The rate test of direct, null-relay and
+# shoji-decode, interleaved PROBE_ROUNDS times (default 2), each for
+# PROBE_SECS (default 8) under a system-wide scheduler trace (perf record -a
+# of sched_waking, sched_wakeup and sched_switch, clocked on
+# CLOCK_MONOTONIC like the loadgen's --lat-log). bench/schedtrace.py then
+# follows every measured request through the wake-ups of the client, the
+# hop and nginx: bench/results/sched-rate.txt.
+sched_trace() {
+  profiled_shoji_up
+  local relay rounds=${PROBE_ROUNDS:-2} secs=${PROBE_SECS:-8} r cfg target ca proxy
+  relay=$(start_null_relay)
+  mkdir -p "$W/prof"
+  local runs=()
+  for r in $(seq 1 "$rounds"); do
+    for cfg in direct null-relay shoji-decode; do
+      proxy=() target=$ORIGIN:443 ca=$W/pki/ca.crt
+      case $cfg in
+        null-relay) target=$ORIGIN:$P_RELAY ;;
+        shoji-decode) proxy=(--proxy 127.0.0.1:$P_SHOJI); ca=$W/shoji/state/ca.crt ;;
+      esac
+      local base=$W/prof/sched.$cfg.$r
+      perf record -q -a -k CLOCK_MONOTONIC -m 1024 -o "$base.data" \
+        -e sched:sched_waking -e sched:sched_wakeup -e sched:sched_switch -- \
+        "$BUILD/loadgen" --label "sched/$cfg/$r" "${proxy[@]}" --target "$target" --cafile "$ca" \
+        --mode rate -c 8 --rate 200 -t "$secs" --warmup 0.5 --path /1k --expect-len 1024 \
+        --lat-log "$base.lat" > "$base.json" 2>>"$W/prof/sched.err" || true
+      perf script -i "$base.data" --ns -F comm,tid,cpu,time,event,trace > "$base.txt" 2>>"$W/prof/sched.err" || true
+      runs+=("$cfg:$base")
+      log "sched $cfg #$r: $(head -c 300 "$base.json")"
+    done
+    "$BUILD/vcpustall" --seconds 2 --label "round $r" >> "$W/prof/stall.jsonl" || true
+  done
+  kill "$relay" 2>/dev/null || true
+  {
+    /usr/bin/python3 "$ROOT/bench/schedtrace.py" "${runs[@]}"
+    echo
+    echo "## CPU stalls after each round (bench/vcpustall.c, 2 s, a spinning thread per CPU)"
+    echo
+    sed 's/^/    /' "$W/prof/stall.jsonl"
+  } > "$ROOT/bench/results/sched-rate.txt"
+  cat "$ROOT/bench/results/sched-rate.txt"
+  log "sched: bench/results/sched-rate.txt"
+}

@@ -413,7 +413,33 @@ def floor_section(f):
             " through a relay that reads and writes and nothing else; the difference is what a"
             " hop costs on this machine in wake-ups and loopback transfers, the floor under any"
             " proxy's added latency)"]
-    return out
+    return out + stall_rows(f)
+
+
+def stall_figures(d):
+    """(stalls of 0.5 ms or more per second per CPU, ms lost per second per
+    CPU, longest stall µs) of one bench/vcpustall.c result."""
+    cpus, secs = d.get("cpus") or [], d.get("seconds") or 0
+    if not cpus or not secs:
+        return None
+    big = sum(c["gaps"].get(k, 0) for c in cpus for k in ("0.5-1ms", "1-2ms", "2ms+"))
+    return (big / secs / len(cpus), sum(c["lost_ms_per_s"] for c in cpus) / len(cpus),
+            max(c["max_gap_us"] for c in cpus))
+
+
+def stall_rows(f):
+    """How often a CPU stopped under a spinning thread, per repeat."""
+    figs = [stall_figures(d) for d in f.runs.get(("stall", "cpu"), [])]
+    figs = [x for x in figs if x]
+    if not figs:
+        return []
+    return ["", "CPU stalls (bench/vcpustall.c: a thread per CPU, pinned, reading the clock in a"
+            " loop for 2 s after each repeat's floor; a gap is time the thread did not run though"
+            " it never blocked): per repeat, stalls of 0.5 ms or more per CPU per second %s;"
+            " time lost in gaps of 10 µs or more %s ms/s; longest %s µs. A request whose path is"
+            " on a CPU while it stalls is late by the stall, with or without a proxy." % (
+                ", ".join("%.1f" % x[0] for x in figs), ", ".join("%.0f" % x[1] for x in figs),
+                ", ".join("%.0f" % x[2] for x in figs))]
 
 
 def rate_text(f):

@@ -114,6 +114,7 @@ if [ "${BENCH_PROFILE:-0}" != 0 ]; then
     strace) strace_all ;;
     tunnel) tunnel_probe ;;
     tunnel-ab) tunnel_ab ;;
+    sched) sched_trace ;;
     *) profile_all ;;
   esac
   exit 0
@@ -275,6 +276,11 @@ floor_pair() { # REPEAT
           2>>"$W/loadgen.err") || true
     if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "floor-${k%%:*}/rate/$1: no result"; fi
   done
+  # and how often this machine's CPUs stop under a running thread (in a VM:
+  # the hypervisor's other work, often not shown as steal time): a request
+  # whose path sits on a stalled CPU is late by the stall, whatever the hop
+  out=$("$BUILD/vcpustall" --seconds 2 --label "stall/cpu/$1" 2>>"$W/loadgen.err") || true
+  if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "stall/cpu/$1: no result"; fi
 }
 
 for rep in $(seq 1 "$REPEATS"); do
