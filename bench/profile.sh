@@ -403,6 +403,11 @@ sched_trace() {
     "$BUILD/vcpustall" --seconds 2 --label "round $r" >> "$W/prof/stall.jsonl" || true
   done
   kill "$relay" 2>/dev/null || true
+  # the traces stay (bench/results/sched/, ~0.5 MB per second traced) to be
+  # read again: bench/schedtrace.py CONFIG:bench/results/sched/sched.CONFIG.ROUND ...
+  rm -rf "$ROOT/bench/results/sched"
+  mkdir -p "$ROOT/bench/results/sched"
+  cp "$W"/prof/sched.*.txt "$W"/prof/sched.*.lat "$W"/prof/sched.*.json "$ROOT/bench/results/sched/" || true
   {
     /usr/bin/python3 "$ROOT/bench/schedtrace.py" "${runs[@]}"
     echo

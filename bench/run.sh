@@ -22,6 +22,10 @@
 #                   case: CPU and syscalls per MiB (bench/results/tunnel-ab.txt)
 #   BENCH_PROFILE=perf  the same cases sampled with perf (kernel included):
 #                   bench/results/perf-*.txt
+#   BENCH_PROFILE=sched  the rate test of direct, null-relay and shoji-decode
+#                   under a system-wide scheduler trace, PROBE_ROUNDS (2) x
+#                   PROBE_SECS (8): where a slow request's time goes
+#                   (bench/results/sched-rate.txt; traces in bench/results/sched/)
 # Output: bench/results/latest.md (printed) and bench/results/latest.jsonl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -22,6 +22,7 @@ waits of those wake-ups and the running time of each role, and prints the
 median request beside the slowest 1%: how much of a slow request is
 waiting to be woken, how much is work, and whose.
 """
+import bisect
 import re
 import statistics as st
 import sys
@@ -38,7 +39,8 @@ def role_of(comm):
 
 
 def parse(path):
-    """Yields (t_us, cpu, event, fields) in file order (perf sorts by time)."""
+    """Yields (t_us, cpu, tid, comm, event, fields) in file order (perf sorts
+    by time); tid and comm are the task the event happened in."""
     with open(path, errors="replace") as f:
         for line in f:
             m = EVENT.match(line)
@@ -46,45 +48,103 @@ def parse(path):
                 continue
             t = int(m.group(4)) * 1e6 + int(m.group(5).ljust(9, "0")[:9]) / 1e3
             fields = dict(FIELD.findall(m.group(7).replace(" ==> ", " ")))
-            yield t, int(m.group(3)), m.group(6), fields
+            yield t, int(m.group(3)), m.group(2), m.group(1), m.group(6), fields
 
 
 class Trace:
+    """Runs and wake-ups of one trace.
+
+    Some kernels (this VM's, on its second CPU) emit no event from a CPU's
+    idle task: the switch out of idle and the wake-ups its interrupts raise
+    are missing. An event on a CPU from a task other than the one last
+    switched in there means such a switch was missed; it is put at the
+    latest time it can have happened, that event, so a run found that way
+    is never longer than it was. A wake-up that ends in such a switch has
+    no known wait: it is counted apart ("not seen") and left out of the
+    waits."""
+
     def __init__(self, path):
         self.wakes = []      # (t_waking, t_running, wait_us, role, kind, blocker_role)
         self.runs = defaultdict(list)  # role -> [(start, end)]
-        cur = {}             # cpu -> (pid, role, since)
-        pending = {}         # pid -> [t_waking, waker_cpu, role, kind, blocker]
-        for t, cpu, ev, f in parse(path):
+        self.missed = 0      # switches inferred, not seen
+        self.unseen = 0      # wake-ups that ended in such a switch
+        self.sends = []      # times the client woke the hop or nginx
+        self.blind = []      # (t_waking, until the task's first event) of those
+        self.cur = {}        # cpu -> (pid, role, since)
+        self.pending = {}    # pid -> [t_waking, waker_cpu, role, kind, blocker]
+        asleep = set()       # pids that left a CPU to sleep (not preempted)
+        for t, cpu, tid, comm, ev, f in parse(path):
+            on = self.cur.get(cpu)
+            if on is not None and tid != on[0] and tid != "0":
+                self.missed += 1
+                p = self.pending.get(tid)
+                if p is not None:
+                    p[3] = "not seen"
+                self.switch(cpu, t, tid, comm)
+                asleep.discard(tid)
             if ev == "sched_waking":
                 r = role_of(f.get("comm", ""))
-                if r in TRACKED:
-                    pending[f["pid"]] = [t, cpu, r, None, None]
+                if r in ("hop", "origin") and role_of(comm) == "client":
+                    self.sends.append(t)   # the client's request leaves
+                # a task that is running or preempted is not waking up
+                if r in TRACKED and f.get("pid") in asleep:
+                    self.pending[f["pid"]] = [t, cpu, r, None, None]
             elif ev == "sched_wakeup":
-                p = pending.get(f.get("pid"))
+                p = self.pending.get(f.get("pid"))
                 if p and p[3] is None:
-                    tc = int(f.get("target_cpu", "-1"))
-                    on = cur.get(tc)
-                    if tc == p[1]:
-                        p[3] = "waker's CPU"
-                    elif on is None or on[1] == "idle":
-                        p[3] = "idle other CPU"
-                    else:
-                        p[3] = "busy other CPU"
-                        p[4] = on[1]
+                    self.place(p, int(f.get("target_cpu", "-1")))
             elif ev == "sched_switch":
-                prev = cur.get(cpu)
-                if prev is not None:
-                    self.runs[prev[1]].append((prev[2], t))
-                nxt = f.get("next_pid")
-                comm = f.get("next_comm", "")
-                cur[cpu] = (nxt, role_of(comm), t)
-                p = pending.pop(nxt, None)
-                if p and p[3] is not None:
-                    self.wakes.append((p[0], t, t - p[0], p[2], p[3], p[4]))
+                if f.get("prev_state", "R").startswith("R"):
+                    asleep.discard(f.get("prev_pid"))
+                else:
+                    asleep.add(f.get("prev_pid"))
+                asleep.discard(f.get("next_pid"))
+                self.switch(cpu, t, f.get("next_pid"), f.get("next_comm", ""))
         self.wakes.sort()
+        self.blind.sort()
         for r in self.runs:
             self.runs[r].sort()
+
+    def place(self, p, tc):
+        """Notes where a waking task was put, and what that CPU was doing."""
+        on = self.cur.get(tc)
+        if tc == p[1]:
+            p[3] = "waker's CPU"
+        elif on is None or on[1] == "idle":
+            p[3] = "idle other CPU"
+        else:
+            p[3] = "busy other CPU"
+            p[4] = on[1]
+
+    def switch(self, cpu, t, pid, comm):
+        prev = self.cur.get(cpu)
+        if prev is not None:
+            self.runs[prev[1]].append((prev[2], t))
+        p = self.pending.pop(pid, None)
+        if p is not None:
+            if p[3] is None:     # its sched_wakeup was in the blind spot
+                self.place(p, cpu)
+            if p[3] == "not seen":
+                self.unseen += 1
+                self.blind.append((p[0], t - p[0]))
+            else:
+                self.wakes.append((p[0], t, t - p[0], p[2], p[3], p[4]))
+        self.cur[cpu] = (pid, role_of(comm), t)
+
+    def first_send(self, s, e):
+        """When the client first woke the hop or nginx inside [s, e], or e."""
+        i = bisect.bisect_left(self.sends, s)
+        return self.sends[i] if i < len(self.sends) and self.sends[i] <= e else e
+
+    def longest_blind(self, s, e):
+        """The longest wake-up in [s, e] whose end the trace did not see:
+        from sched_waking to the task's first event (its wait and part of
+        its run, not told apart)."""
+        i, best = bisect.bisect_left(self.blind, (s, -1.0)), 0.0
+        while i < len(self.blind) and self.blind[i][0] <= e:
+            best = max(best, self.blind[i][1])
+            i += 1
+        return best
 
     def wakes_in(self, s, e):
         lo, hi = 0, len(self.wakes)
@@ -139,7 +199,8 @@ def breakdown(tr, reqs):
     for s, lat in reqs:
         e = s + lat
         w = tr.wakes_in(s, e)
-        row = {"due": s, "lat": lat, "n": len(w), "wait": sum(x[2] for x in w),
+        row = {"due": s, "lat": lat, "n": len(w), "send": tr.first_send(s, e) - s,
+               "blind": tr.longest_blind(s, e), "wait": sum(x[2] for x in w),
                "maxwait": max((x[2] for x in w), default=0)}
         for kind in ("idle other CPU", "busy other CPU", "waker's CPU"):
             row[kind] = sum(x[2] for x in w if x[4] == kind)
@@ -152,11 +213,30 @@ def breakdown(tr, reqs):
     return rows
 
 
-COLS = [("lat", "latency"), ("wait", "waiting to run"), ("idle other CPU", "of it: idle vCPU"),
+COLS = [("lat", "latency"), ("send", "until the client's request left"), ("wait", "waiting to run"), ("idle other CPU", "of it: idle vCPU"),
         ("busy other CPU", "busy CPU"), ("waker's CPU", "waker's CPU"), ("maxwait", "longest wait"),
         ("maxrun", "longest single run"),
         ("client", "client running"), ("hop", "hop running"), ("origin", "nginx running"),
         ("other", "others running")]
+
+
+CAUSES = ("client late", "stalled run", "long wait", "blind wake", "others ran", "none")
+
+
+def cause(r):
+    """Why a slow request was slow, first match: a step stalled while on a
+    CPU, a wake-up that waited, other tasks in the way, or none of these."""
+    if r["send"] >= 500:
+        return "client late"
+    if r["maxrun"] >= 500:
+        return "stalled run"
+    if r["maxwait"] >= 500:
+        return "long wait"
+    if r["blind"] >= 500:
+        return "blind wake"
+    if r["other"] >= 500:
+        return "others ran"
+    return "none"
 
 
 def incidents(runs, k):
@@ -205,6 +285,13 @@ def main(argv):
                 pct(waits, .99), max(waits),
                 ", ".join("%s %d" % kv for kv in blockers.most_common(3)) or "-"))
     print()
+    for cfg, runs in per_cfg.items():
+        nreq = sum(len(r) for _, r in runs)
+        print("%s: %.2f switches per request inferred (not in the trace), %.2f wake-ups per request"
+              " ending in one (wait not known, left out)" % (
+                  cfg, sum(tr.missed for tr, _ in runs) / max(1, nreq),
+                  sum(tr.unseen for tr, _ in runs) / max(1, nreq)))
+    print()
     print("## Where a request's time goes (inside its window: due time to done), µs")
     print()
     print("| run | requests | which | " + " | ".join(h for _, h in COLS) + " |")
@@ -220,24 +307,32 @@ def main(argv):
                               ("slowest 1%% (%d), mean" % k, rows[-k:], st.mean)):
             print("| %s | %d | %s | " % (cfg, len(rows), label) +
                   " | ".join("%.0f" % f([r[c] for r in sel]) for c, _ in COLS) + " |")
-        slow = rows[-k:]
-        stretch.append((cfg, pct([r["lat"] for r in rows], .99), k, incidents(runs, k),
-                        st.mean(r["maxrun"] for r in slow) / max(1.0, st.median(r["maxrun"] for r in rows)),
-                        st.mean(r["wait"] for r in slow) / max(1.0, st.mean(r["lat"] for r in slow))))
+        over = [r for r in rows if r["lat"] >= 1000]
+        why = Counter(cause(r) for r in over)
+        stretch.append((cfg, pct([r["lat"] for r in rows], .99), len(rows), len(over), why,
+                        incidents(runs, k), k))
     print()
     print("(waiting to run: summed over the wake-ups of client, hop and nginx that began in the")
     print("window; running: time each role was on a CPU inside the window, both CPUs counted,")
     print("so work in parallel can make the parts add up to more than the latency.)")
     print()
-    print("## The slowest 1%: stalls or queues?")
+    print("## Requests over 1 ms: what each one had in its window")
     print()
-    print("| run | p99 µs | slowest 1% | separate incidents (apart by > 50 ms) | their longest single run of client, hop or nginx / the median request's | share of their latency spent waiting to be woken |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for cfg, p99, k, inc, x, w in stretch:
-        print("| %s | %.0f | %d | %d | %.1fx | %.0f%% |" % (cfg, p99, k, inc, x, 100 * w))
+    print("| run | p99 µs | requests | over 1 ms | of them: the client's request left >= 0.5 ms after"
+          " its time | else a single run of client, hop or nginx >= 0.5 ms |"
+          " else a wake-up wait >= 0.5 ms | else a wake-up the trace saw only begin, >= 0.5 ms to"
+          " the task's first event | else other tasks ran >= 0.5 ms | else none of these |"
+          " slowest 1% in separate bursts (> 50 ms apart) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for cfg, p99, n, nover, why, inc, k in stretch:
+        print("| %s | %.0f | %d | %d (%.1f%%) | %s | %s | %s | %s | %s | %s | %d of %d |" % (
+            cfg, p99, n, nover, 100.0 * nover / max(1, n),
+            *("%d" % why[c] for c in CAUSES), inc, k))
     print()
-    print("(the same work takes many times longer in a slow request when the CPU it runs on")
-    print("stops under it; a request that waits for a busy CPU or a slow wake-up shows as waiting)")
+    print("(the client's request leaves when it wakes the hop or nginx: late when its timer")
+    print("woke it late or its CPU stalled while it encrypted; a client, hop or nginx step takes")
+    print("10-100 µs here, one that lasts 0.5 ms or more while the guest shows it running was")
+    print("stopped under it: the CPU stalled)")
     return 0
 
 
