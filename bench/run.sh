@@ -9,6 +9,9 @@
 #   BENCH_FIGURES="ka new bulk rate"   run only these of the four main figures
 #   BENCH_FIRST_N=N never-seen names per first-contact series (default 20)
 #   BENCH_KA_CONN=N keep-alive connections of the keep-alive figure (default 16)
+#   BENCH_RATE_SLICES=N / BENCH_RATE_SLICE_T=S  the fixed-rate figure in N
+#                   slices of S seconds per configuration, taken in turns
+#                   (default 5 x 2 s; 2 x 2 s quick)
 #   BENCH_KEEP=1    keep the work directory (configs, logs, raw JSON)
 #   BENCH_ONLY="direct shoji-decode ..."   run only these configurations
 #   BENCH_MODULES=0 / BENCH_FLEET=0   skip bench/modules.sh / bench/fleet.sh
@@ -37,10 +40,13 @@ unset SSL_CERT_FILE SSL_CERT_DIR
 # The knobs, read the same way outside and inside the namespace.
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  REPEATS=${BENCH_REPEATS:-1} HOLD=${BENCH_HOLD:-2000} T=2 WARM=0.5
+  REPEATS=${BENCH_REPEATS:-1} HOLD=${BENCH_HOLD:-2000} T=2 WARM=0.5 SLICES=${BENCH_RATE_SLICES:-2}
 else
-  REPEATS=${BENCH_REPEATS:-3} HOLD=${BENCH_HOLD:-10000} T=4 WARM=0.5
+  REPEATS=${BENCH_REPEATS:-3} HOLD=${BENCH_HOLD:-10000} T=4 WARM=0.5 SLICES=${BENCH_RATE_SLICES:-5}
 fi
+# the fixed-rate figure: SLICES slices of SLICE_T seconds per configuration
+# and repeat, the configurations taking turns slice by slice (see rate_slices)
+SLICE_T=${BENCH_RATE_SLICE_T:-2}
 FIRST_N=${BENCH_FIRST_N:-20}
 # never-seen names: a fresh block of FIRST_N for every repeat
 export FIRST_TOTAL=$((FIRST_N * REPEATS))
@@ -133,7 +139,8 @@ estimate() {
     n=$((n + 1))
     case $cfg in direct*|shoji-http|null-relay) ;; shoji*) nshoji=$((nshoji + 1)) ;; *) npeer=$((npeer + 1)) ;; esac
   done
-  per=$(( $(echo "$FIGURES" | wc -w) * T + 3 ))   # per test: T + warm-up + start/drain
+  per=$(( $(echo "$FIGURES" | sed 's/rate//' | wc -w) * (T + 3) ))   # per test: T + warm-up + start/drain
+  ! want_fig rate || per=$(( per + SLICES * (SLICE_T + 1) ))
   main=$(( 10 + FIRST_TOTAL / 10 + REPEATS * (n * per + 3) + REPEATS * 2 ))
   hold_lo=$(( nshoji * (HOLD / 300 + 8) + npeer * (PEER_HOLD_T + 6) ))
   hold_hi=$(( nshoji * (HOLD_T + 10) + npeer * (PEER_HOLD_T + 6) ))
@@ -211,17 +218,30 @@ declare -A CFG=(
   [privoxy]="127.0.0.1:$P_PRIVOXY $ORIGIN:443 0 privoxy privoxy"
   [tinyproxy]="127.0.0.1:$P_TINY $ORIGIN:443 0 tinyproxy origin"
 )
-# lg CONFIG TEST REPEAT loadgen-args...: one loadgen run, its JSON into $RES
-lg() {
-  local cfg=$1 test=$2 rep=$3; shift 3
+# lg_run CONFIG LABEL loadgen-args...: one loadgen run against CONFIG, its
+# JSON on stdout
+lg_run() {
+  local cfg=$1 label=$2; shift 2
   local proxy target plain srv ca args=()
   read -r proxy target plain srv ca <<< "${CFG[$cfg]}"
   [ "$proxy" = - ] || args+=(--proxy "$proxy")
   [ "$plain" = 0 ] || args+=(--plain)
   [ "$srv" = - ] || args+=(--watch "${PID[$srv]}")
+  "$BUILD/loadgen" --label "$label" --target "$target" --cafile "${CA[$ca]}" \
+    "${args[@]}" "$@" 2>>"$W/loadgen.err" || true
+}
+
+# lg CONFIG TEST REPEAT loadgen-args...: one loadgen run, its JSON into $RES
+lg() {
+  local cfg=$1 test=$2 rep=$3; shift 3
   local out
-  out=$("$BUILD/loadgen" --label "$cfg/$test/$rep" --target "$target" --cafile "${CA[$ca]}" \
-        "${args[@]}" "$@" 2>>"$W/loadgen.err") || true
+  out=$(lg_run "$cfg" "$cfg/$test/$rep" "$@")
+  lg_record "$cfg" "$test" "$rep" "$out"
+}
+
+# lg_record CONFIG TEST REPEAT JSON: into $RES, and a line on the terminal
+lg_record() {
+  local cfg=$1 test=$2 rep=$3 out=$4
   if [ -n "$out" ]; then echo "$out" >> "$RES"; else log "$cfg/$test/$rep: no result"; fi
   printf '  %-14s %-5s #%s %s\n' "$cfg" "$test" "$rep" \
     "$(echo "$out" | /usr/bin/python3 -c 'import json,sys
@@ -235,7 +255,29 @@ run_tests() { # CONFIG REPEAT
   ! want_fig ka || lg "$1" ka "$2" --mode ka -c "${BENCH_KA_CONN:-16}" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
   ! want_fig new || lg "$1" new "$2" --mode new -c 8 -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
   ! want_fig bulk || lg "$1" bulk "$2" --mode bulk -c 2 -t "$T" --warmup "$WARM" --path /10m --expect-len 10485760
-  ! want_fig rate || lg "$1" rate "$2" --mode rate -c 8 --rate "$RATE" -t "$T" --warmup "$WARM" --path /1k --expect-len 1024
+}
+
+# The fixed-rate figure of one repeat. This machine's speed changes from
+# second to second (other tenants), and a p99 taken over one 4 s stretch per
+# configuration compared configurations measured in different weather. So
+# each configuration runs SLICES slices of SLICE_T seconds, the
+# configurations taking turns slice by slice, and its figure is taken over
+# all its slices' requests together (bench/ratemerge.py: percentiles of the
+# pooled latencies, CPU and requests summed).
+rate_slices() { # REPEAT
+  local rep=$1 s cfg out
+  mkdir -p "$W/rate"
+  for s in $(seq 1 "$SLICES"); do
+    for cfg in $ORDER; do
+      lg_run "$cfg" "$cfg/rate/$rep" --mode rate -c 8 --rate "$RATE" -t "$SLICE_T" --warmup 0.3 \
+        --path /1k --expect-len 1024 --lat-log "$W/rate/$cfg.$rep.$s.lat" >> "$W/rate/$cfg.$rep.jsonl"
+    done
+  done
+  for cfg in $ORDER; do
+    out=$(/usr/bin/python3 "$ROOT/bench/ratemerge.py" "$cfg/rate/$rep" "$W/rate/$cfg.$rep.jsonl" \
+          "$W/rate/$cfg.$rep".*.lat 2>>"$W/loadgen.err") || out=
+    lg_record "$cfg" rate "$rep" "$out"
+  done
 }
 
 # First contact on the running, warm shoji: one firstconn process per repeat
@@ -290,7 +332,7 @@ floor_pair() { # REPEAT
 for rep in $(seq 1 "$REPEATS"); do
   log "repeat $rep/$REPEATS ($((SECONDS - RUN_START)) s so far)"
   for cfg in $ORDER; do run_tests "$cfg" "$rep"; done
-  if want_fig rate; then floor_pair "$rep"; fi
+  if want_fig rate; then rate_slices "$rep"; floor_pair "$rep"; fi
   if in_order shoji-decode && want_fig new && [ "$FIRST_N" -gt 0 ]; then first_series "$rep"; fi
 done
 
