@@ -387,7 +387,8 @@ mkdir -p "$ROOT/bench/results"
 cp "$RES" "$ROOT/bench/results/latest.jsonl"
 {
   echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_QUICK=$QUICK, repeats $REPEATS, ${T}s per run" \
-       "(+${WARM}s warm-up), $HOLD held per proxy, $FIRST_N never-seen names per first-contact" \
+       "(+${WARM}s warm-up; the fixed rate in $SLICES slices of ${SLICE_T}s per configuration," \
+       "taken in turns), $HOLD held per proxy, $FIRST_N never-seen names per first-contact" \
        "series, load average at start: $LOADAVG; measurements took $((SECONDS - RUN_START)) s;" \
        "shoji --workers $SHOJI_WORKERS, Squid workers $SQUID_WORKERS."
   echo "Category database: $DB_NOTE."
