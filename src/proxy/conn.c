@@ -76,7 +76,7 @@ void conn_close(struct conn *c)
         ident_conn_closed(c);
         early_conn_closed(c);
         if (c->ex) {
-            fwd_free(c->ex);
+            fwd_free(c->w, c->ex);
             c->ex = NULL;
         }
     }
@@ -419,6 +419,26 @@ static const char *learned_fact(struct conn *c, char *rule, size_t rulelen)
     return NULL;
 }
 
+/* The local weekday and minute of the day (for time-of-day rules) at
+ * `now`: one localtime_r per wall-clock minute and thread, not per
+ * request. Exact: a local time's minute changes only on a UTC minute
+ * boundary (zone offsets are whole minutes), and glibc itself reads the
+ * zone once. */
+static void local_minute(time_t now, int *wday, int *minute)
+{
+    static __thread time_t cached = -1;
+    static __thread int c_wday, c_minute;
+    if (now / 60 != cached) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        cached = now / 60;
+        c_wday = tm.tm_wday;
+        c_minute = tm.tm_hour * 60 + tm.tm_min;
+    }
+    *wday = c_wday;
+    *minute = c_minute;
+}
+
 void conn_fill_facts(struct conn *c, struct policy_facts *f)
 {
     memset(f, 0, sizeof *f);
@@ -435,11 +455,8 @@ void conn_fill_facts(struct conn *c, struct policy_facts *f)
     f->sni = c->have_hello && c->hello.has_sni && !c->sni_rejected ? c->hello.sni : NULL;
     f->tls = c->have_hello;
     time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
     f->now = (int64_t)now;
-    f->local_wday = tm.tm_wday;
-    f->local_minute = tm.tm_hour * 60 + tm.tm_min;
+    local_minute(now, &f->local_wday, &f->local_minute);
     struct in_addr a4;
     struct in6_addr a6;
     if (inet_pton(AF_INET, c->target_host, &a4) == 1) {

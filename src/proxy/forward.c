@@ -22,12 +22,9 @@ static void to_upstream(struct conn *c);
 static void pump_request(struct conn *c);
 static void pump_response(struct conn *c);
 
-void fwd_free(struct exchange *ex)
+void fwd_free(struct worker *w, struct exchange *ex)
 {
-    if (!ex)
-        return;
-    free(ex->head_copy);
-    free(ex);
+    expool_give(w, ex);
 }
 
 /* ---- logging ------------------------------------------------------------------ */
@@ -118,7 +115,7 @@ void fwd_send_page(struct conn *c, int status, const char *title, const char *de
         conn_close(c);
         return;
     }
-    fwd_free(c->ex);
+    fwd_free(c->w, c->ex);
     c->ex = NULL;
     conn_start_head(c);
 }
@@ -149,7 +146,7 @@ static void serve_local(struct conn *c, const char *type, struct buf *body)
     log_exchange(c, NULL);
     buf_free(&out);
     bool keep = c->ex->req.keep_alive;
-    fwd_free(c->ex);
+    fwd_free(c->w, c->ex);
     c->ex = NULL;
     if (keep)
         conn_start_head(c);
@@ -184,18 +181,14 @@ static void drop_header(struct http_request *rq, const char *name)
 static void send_head(struct conn *c)
 {
     struct exchange *ex = c->ex;
-    struct buf b;
-    buf_init(&b, c->w->sh->cfg->limits.max_head + 4096);
-    buf_reserve(&b, 2048);   /* one allocation for a typical head */
+    struct buf *b = expool_head_buf(c->w, c->w->sh->cfg->limits.max_head + 4096);
     if (ex->drop_header)
         drop_header(&ex->req, ex->drop_header);
-    if (http_write_request_head(&b, &ex->req, ex->extra_headers[0] ? ex->extra_headers : NULL) < 0) {
-        buf_free(&b);
+    if (http_write_request_head(b, &ex->req, ex->extra_headers[0] ? ex->extra_headers : NULL) < 0) {
         fwd_send_page(c, 431, "Request Header Fields Too Large", "The request head is too large to forward.", true);
         return;
     }
-    int rc = pstream_write(c->up, b.p, b.len);
-    buf_free(&b);
+    int rc = pstream_write(c->up, b->p, b->len);
     if (rc < 0) {
         fwd_send_page(c, 502, "Bad Gateway", "The connection to the origin failed while sending the request.", true);
         return;
@@ -402,45 +395,18 @@ static void pool_key(const struct conn *c, const struct exchange *ex, char *key,
     fbuf_cstr(&k);
 }
 
-/* Zeroes *obj except its array member `arr` (which a parser fills and
- * counts itself). */
-#define ZERO_EXCEPT(obj, arr)                                                              \
-    do {                                                                                   \
-        char *base_ = (char *)(obj);                                                       \
-        size_t a_ = offsetof(__typeof__(*(obj)), arr), e_ = a_ + sizeof((obj)->arr);       \
-        memset(base_, 0, a_);                                                              \
-        memset(base_ + e_, 0, sizeof *(obj) - e_);                                         \
-    } while (0)
-
-/* A zeroed exchange, but for the header arrays of its request and response
- * (8 KiB the HTTP parsers fill and count themselves): one per request. */
-static struct exchange *exchange_new(void)
-{
-    struct exchange *ex = malloc(sizeof *ex);
-    if (!ex)
-        return NULL;
-    char *base = (char *)ex;
-    size_t rq = offsetof(struct exchange, req), rs = offsetof(struct exchange, resp);
-    memset(base, 0, rq);
-    ZERO_EXCEPT(&ex->req, headers);
-    memset(base + rq + sizeof ex->req, 0, rs - (rq + sizeof ex->req));
-    ZERO_EXCEPT(&ex->resp, headers);
-    memset(base + rs + sizeof ex->resp, 0, sizeof *ex - (rs + sizeof ex->resp));
-    return ex;
-}
-
 void fwd_begin(struct conn *c)
 {
     struct pstream *cl = c->client;
-    struct exchange *ex = exchange_new();
+    struct exchange *ex = expool_take(c->w);
     struct http_limits lim = {
         .max_head = c->w->sh->cfg->limits.max_head,
         .max_line = c->w->sh->cfg->limits.max_line,
         .max_headers = c->w->sh->cfg->limits.max_headers,
     };
     int r = ex ? http_parse_request(cl->in.p, cl->in.len, &lim, &ex->req) : -1;
-    if (r <= 0 || !(ex->head_copy = malloc((size_t)r))) {
-        fwd_free(ex);
+    if (r <= 0 || expool_head_room(ex, (size_t)r) < 0) {
+        fwd_free(c->w, ex);
         conn_close(c);
         return;
     }
@@ -639,7 +605,7 @@ static bool response_head(struct conn *c)
             buf_consume(&up->in, (size_t)r);
             ex->resp_head_sent = true;
             log_exchange(c, NULL);
-            fwd_free(c->ex);
+            fwd_free(c->w, c->ex);
             c->ex = NULL;
             c->kind = CK_TUNNEL;
             c->tunnel_mode = "upgrade";
@@ -664,14 +630,11 @@ static bool response_head(struct conn *c)
             c->up_pinned = true;
         ex->client_keep_alive = ex->req.keep_alive && ex->resp.body != HTTP_BODY_UNTIL_CLOSE &&
                                 !c->w->stopping && !ex->client_eof;
-        struct buf b;
-        buf_init(&b, lim.max_head + 4096);
-        buf_reserve(&b, 2048);
-        int rc = http_write_response_head(&b, &ex->resp, ex->client_keep_alive, NULL);
+        struct buf *b = expool_head_buf(c->w, lim.max_head + 4096);
+        int rc = http_write_response_head(b, &ex->resp, ex->client_keep_alive, NULL);
         if (rc == 0)
-            rc = pstream_write(c->client, b.p, b.len);
-        ex->resp_bytes += b.len;
-        buf_free(&b);
+            rc = pstream_write(c->client, b->p, b->len);
+        ex->resp_bytes += b->len;
         buf_consume(&up->in, (size_t)r);
         ex->resp.nheaders = 0;   /* its views into up->in end here */
         ex->resp.reason = (struct sv){ 0 };
@@ -800,7 +763,7 @@ static void finish(struct conn *c)
     bool keep = ex->client_keep_alive && ex->req_body_done;
     if (keep && c->up_idle)
         conn_park_upstream(c);
-    fwd_free(ex);
+    fwd_free(c->w, ex);
     c->ex = NULL;
     if (!keep) {
         conn_close(c);
@@ -911,7 +874,7 @@ void fwd_block_done(struct conn *c, bool close_after)
         conn_close(c);
         return;
     }
-    fwd_free(c->ex);
+    fwd_free(c->w, c->ex);
     c->ex = NULL;
     conn_start_head(c);
 }

@@ -106,10 +106,14 @@ enum conn_state {
 
 enum conn_kind { CK_HTTP = 0, CK_DECODE, CK_TUNNEL };
 
-/* One HTTP exchange (request + response) in flight. */
+/* One HTTP exchange (request + response) in flight. Exchanges come from
+ * their worker's spare list (expool.c), so a keep-alive request allocates
+ * nothing: a reused exchange keeps its head_copy block. */
 struct exchange {
-    struct http_request req;   /* views into conn->head_copy */
-    char *head_copy;           /* the request head bytes (owned) */
+    char *head_copy;           /* the request head bytes (owned, kept on reuse) */
+    size_t head_cap;           /* head_copy's size */
+    /* from here on, zeroed for every request but the header arrays */
+    struct http_request req;   /* views into head_copy */
     size_t head_len;
     bool req_body_done;
     uint64_t req_body_left;    /* LENGTH */
@@ -261,6 +265,7 @@ struct proxy_shared {
 };
 
 #define BUFPOOL_MAX 64          /* spare blocks kept per worker (1 MiB) */
+#define EXPOOL_MAX 16           /* spare exchanges kept per worker (~240 KiB) */
 struct bufpool {
     char *blocks[BUFPOOL_MAX];
     unsigned n;
@@ -289,6 +294,10 @@ struct worker {
     uv_timer_t stop_timer;
     struct platform_proc_cache *proc_cache;
     struct bufpool bufs;       /* spare stream input buffers (bufpool.c) */
+    struct exchange *ex_spare[EXPOOL_MAX];   /* spare exchanges (expool.c) */
+    unsigned nex_spare;
+    bool ex_taken;             /* an exchange was taken since the last sweep */
+    struct buf head_out;       /* a request or response head being written (expool.c) */
     struct buf tx;             /* ciphertext to send, of one stream (tlsbio.c) */
     struct pstream *tx_owner;
     struct ident_walker *ident;   /* the /proc walk off the loop (ident.c) */
@@ -313,6 +322,26 @@ int pstream_in_room(struct pstream *s, size_t min_room);
 /* Gives an empty input buffer back to the pool (or frees it). */
 void pstream_in_release(struct pstream *s);
 void bufpool_drain(struct bufpool *bp);
+
+/* expool.c: the worker's spare exchanges and its head-writing buffer, so a
+ * keep-alive request calls malloc for neither. Spares left untouched for a
+ * whole sweep period (1 s) are freed: an idle agent holds none. */
+/* A zeroed exchange (but for its header arrays, which the HTTP parsers fill
+ * and count themselves, and its head_copy block); NULL when out of memory. */
+struct exchange *expool_take(struct worker *w);
+/* Room for a request head of `len` bytes in ex->head_copy: 0, or -1 when
+ * out of memory (the exchange is still whole: give it back). */
+int expool_head_room(struct exchange *ex, size_t len);
+/* Back to the spare list, or freed when it is full; NULL is a no-op. */
+void expool_give(struct worker *w, struct exchange *ex);
+/* The once-a-second sweep: frees the spares if none was taken since the
+ * last one. */
+void expool_sweep(struct worker *w);
+void expool_drain(struct worker *w);
+/* The worker's buffer for writing one head, emptied, its bound `max`:
+ * valid until the next call (the caller hands it to pstream_write, which
+ * copies). */
+struct buf *expool_head_buf(struct worker *w, size_t max);
 
 /* tlsbio.c: the BIO under every stream's SSL. Reads come straight from the
  * socket read's buffer (what a read leaves, a partial record, is kept in
@@ -404,7 +433,7 @@ void fwd_on_upstream_eof(struct conn *c);
 void fwd_on_client_eof(struct conn *c);
 void fwd_on_drain(struct conn *c, struct pstream *s);
 void fwd_timeout(struct conn *c);
-void fwd_free(struct exchange *ex);
+void fwd_free(struct worker *w, struct exchange *ex);
 void fwd_send_block(struct conn *c, struct exchange *ex);
 void fwd_block_done(struct conn *c, bool close_after);
 /* Sends a complete error/info page and finishes the exchange. */

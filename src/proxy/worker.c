@@ -411,6 +411,7 @@ static void on_pool_timer(uv_timer_t *t)
 {
     up_pool_expire(t->data, false);
     sweep_idle_tls(t->data);
+    expool_sweep(t->data);
 }
 
 static void close_all_conns(struct worker *w, bool idle_only)
@@ -480,6 +481,7 @@ static void worker_main(void *arg)
     uv_loop_close(&w->loop);
     access_log_batch_end();
     bufpool_drain(&w->bufs);
+    expool_drain(w);
     buf_free(&w->tx);
     splice_worker_free(w);
     ident_worker_free(w);
@@ -549,6 +551,7 @@ static int worker_init(struct worker *w, int index, struct proxy_shared *sh, int
     uv_unref((uv_handle_t *)&w->log_flush);
     uv_timer_init(&w->loop, &w->log_timer);
     buf_init(&w->tx, TLSBIO_TX_MAX);
+    buf_init(&w->head_out, 0);
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
     w->proc_cache = platform_proc_cache_new();   /* NULL: apps stay unknown */

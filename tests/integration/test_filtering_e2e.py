@@ -324,6 +324,54 @@ def _wait(pred, timeout=10.0, step=0.05):
     return pred()
 
 
+# ---- schedules: the agent's local time ------------------------------------
+
+# A POSIX zone string: UTC+05:30, no tzdata needed. Far enough from UTC that a
+# window around the time there cannot hold the time in UTC.
+AGENT_TZ, AGENT_OFFSET_S = "SHJ-5:30", 5 * 3600 + 30 * 60
+
+
+def window_around(t, before_s=120, after_s=180):
+    """("HH:MM", "HH:MM") of a window holding the UTC-clock time t."""
+    fmt = lambda x: time.strftime("%H:%M", time.gmtime(x))
+    return fmt(t - before_s), fmt(t + after_s)
+
+
+def schedule_policy(d, env, name, window):
+    doc = {"name": name, "default_action": "allow", "category_db": env.db,
+           "auto_avoid": {"enabled": False},
+           "schedules": [{"name": "now", "from": window[0], "to": window[1],
+                          "categories": {"news": "block"}}]}
+    return write_policy(d / (name + ".json"), doc)
+
+
+@pytest.mark.parametrize("where", ["agent's local time", "UTC"])
+def test_schedule_window_follows_the_agents_local_time(agent_factory, env, tmp_path, where):
+    """A schedule around the agent's local time (TZ UTC+05:30) blocks; the
+    same window around the UTC time does not: the proxy reads the local
+    time, and again on every request (two requests, the second answered
+    the same way from the worker's per-minute cache)."""
+    now = time.time()
+    local = window_around(now + AGENT_OFFSET_S)
+    window = local if where == "agent's local time" else window_around(now)
+    pol = schedule_policy(tmp_path, env, "sched-" + where.split()[0].strip("'"), window)
+    a = agent_factory(policy=pol, hosts_path=env.hosts, env={"TZ": AGENT_TZ})
+    a.start()
+    o = env.origins["plain"]
+    for i in range(2):
+        url = "http://news.example:%d/sched/%s/%d" % (o.port, where.replace(" ", "-").replace("'", ""), i)
+        with ProxyClient(a.port) as c:
+            r = c.request("GET", url)
+        rec = log_line(a, url.split(str(o.port))[1])
+        if where == "agent's local time":
+            assert r.status == 403 and rec["action"] == "block", (window, rec)
+            assert rec["rule"].startswith("schedules[0].categories.news = block (%s-%s)" % window), rec
+            assert not o.requests_for(url.split(str(o.port))[1]), "a blocked request reached the origin"
+        else:
+            assert r.status == 200 and rec["action"] == "allow", (window, local, rec)
+            assert o.marker in r.text
+
+
 def test_sighup_with_bad_policy_keeps_the_old_one(agent_factory, env):
     pol = write_policy(env.dir / "reload-policy.json", policy_doc(env.db))
     a = agent_factory(policy=pol, hosts_path=env.hosts).start()
