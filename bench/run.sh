@@ -54,7 +54,7 @@ export FIRST_TOTAL=$((FIRST_N * REPEATS))
 outer() {
   local build=${1:-$ROOT/build}
   BUILD=$(cd "$build" && pwd) || { echo "bench: no build dir $build" >&2; exit 2; }
-  for b in shoji loadgen firstconn hopfloor; do
+  for b in shoji loadgen firstconn hopfloor vcpustall; do
     [ -x "$BUILD/$b" ] || { echo "bench: $BUILD/$b missing (cmake --build $BUILD)" >&2; exit 2; }
   done
   [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespace)" >&2; exit 2; }
