@@ -76,7 +76,7 @@ void conn_close(struct conn *c)
         ident_conn_closed(c);
         early_conn_closed(c);
         if (c->ex) {
-            fwd_free(c->w, c->ex);
+            expool_give(c->w, c->ex);
             c->ex = NULL;
         }
     }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 /* A spare exchange is poisoned for AddressSanitizer while it waits, so a
- * use after fwd_free() is still caught in the test build, as it was when
+ * use after expool_give() is still caught in the test build, as it was when
  * every exchange was freed. (The macros are empty in other builds.) */
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)

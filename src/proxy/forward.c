@@ -22,11 +22,6 @@ static void to_upstream(struct conn *c);
 static void pump_request(struct conn *c);
 static void pump_response(struct conn *c);
 
-void fwd_free(struct worker *w, struct exchange *ex)
-{
-    expool_give(w, ex);
-}
-
 /* ---- logging ------------------------------------------------------------------ */
 
 static void log_exchange(struct conn *c, const char *error)
@@ -115,7 +110,7 @@ void fwd_send_page(struct conn *c, int status, const char *title, const char *de
         conn_close(c);
         return;
     }
-    fwd_free(c->w, c->ex);
+    expool_give(c->w, c->ex);
     c->ex = NULL;
     conn_start_head(c);
 }
@@ -146,7 +141,7 @@ static void serve_local(struct conn *c, const char *type, struct buf *body)
     log_exchange(c, NULL);
     buf_free(&out);
     bool keep = c->ex->req.keep_alive;
-    fwd_free(c->w, c->ex);
+    expool_give(c->w, c->ex);
     c->ex = NULL;
     if (keep)
         conn_start_head(c);
@@ -406,7 +401,7 @@ void fwd_begin(struct conn *c)
     };
     int r = ex ? http_parse_request(cl->in.p, cl->in.len, &lim, &ex->req) : -1;
     if (r <= 0 || expool_head_room(ex, (size_t)r) < 0) {
-        fwd_free(c->w, ex);
+        expool_give(c->w, ex);
         conn_close(c);
         return;
     }
@@ -605,7 +600,7 @@ static bool response_head(struct conn *c)
             buf_consume(&up->in, (size_t)r);
             ex->resp_head_sent = true;
             log_exchange(c, NULL);
-            fwd_free(c->w, c->ex);
+            expool_give(c->w, c->ex);
             c->ex = NULL;
             c->kind = CK_TUNNEL;
             c->tunnel_mode = "upgrade";
@@ -763,7 +758,7 @@ static void finish(struct conn *c)
     bool keep = ex->client_keep_alive && ex->req_body_done;
     if (keep && c->up_idle)
         conn_park_upstream(c);
-    fwd_free(c->w, ex);
+    expool_give(c->w, ex);
     c->ex = NULL;
     if (!keep) {
         conn_close(c);
@@ -874,7 +869,7 @@ void fwd_block_done(struct conn *c, bool close_after)
         conn_close(c);
         return;
     }
-    fwd_free(c->w, c->ex);
+    expool_give(c->w, c->ex);
     c->ex = NULL;
     conn_start_head(c);
 }

@@ -433,7 +433,6 @@ void fwd_on_upstream_eof(struct conn *c);
 void fwd_on_client_eof(struct conn *c);
 void fwd_on_drain(struct conn *c, struct pstream *s);
 void fwd_timeout(struct conn *c);
-void fwd_free(struct worker *w, struct exchange *ex);
 void fwd_send_block(struct conn *c, struct exchange *ex);
 void fwd_block_done(struct conn *c, bool close_after);
 /* Sends a complete error/info page and finishes the exchange. */

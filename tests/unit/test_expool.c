@@ -141,7 +141,7 @@ static void test_head_buf_reset_and_bound(void **state)
 }
 
 /* In the AddressSanitizer build a spare is poisoned while it waits (a use
- * after fwd_free() is still caught) and whole again when taken. */
+ * after expool_give() is still caught) and whole again when taken. */
 static void test_spare_poisoned_under_asan(void **state)
 {
     (void)state;
