@@ -20,6 +20,17 @@ def pct(xs, q):
     return xs[int(q * (len(xs) - 1) + 0.5)] if xs else 0
 
 
+def read_lat(path):
+    """[(due_us, latency_us)] of one loadgen --lat-log."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            a = line.split()
+            if len(a) == 2:
+                out.append((int(a[0]), int(a[1])))
+    return out
+
+
 def merge(label, slices, lats):
     out = dict(slices[0])
     out["label"] = label
@@ -59,13 +70,7 @@ def main(argv):
     if not slices:
         print("ratemerge: %s: no slice has a result" % argv[2], file=sys.stderr)
         return 1
-    lats = []
-    for path in argv[3:]:
-        with open(path) as f:
-            for line in f:
-                a = line.split()
-                if len(a) == 2:
-                    lats.append(int(a[1]))
+    lats = [lat for path in argv[3:] for _, lat in read_lat(path)]
     print(json.dumps(merge(argv[1], slices, lats), separators=(",", ":")))
     return 0
 

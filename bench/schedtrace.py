@@ -28,6 +28,8 @@ import statistics as st
 import sys
 from collections import Counter, defaultdict
 
+from ratemerge import read_lat
+
 EVENT = re.compile(r'^\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+(\d+)\.(\d+):\s+sched:(\w+):\s+(.*)$')
 FIELD = re.compile(r'(\w+)=(\S+)')
 ROLES = {"loadgen": "client", "shoji": "hop", "hopfloor": "hop", "nginx": "origin"}
@@ -104,6 +106,7 @@ class Trace:
         self.blind.sort()
         for r in self.runs:
             self.runs[r].sort()
+        self.longest_run = {r: max(b - a for a, b in iv) for r, iv in self.runs.items() if iv}
 
     def place(self, p, tc):
         """Notes where a waking task was put, and what that CPU was doing."""
@@ -147,30 +150,15 @@ class Trace:
         return best
 
     def wakes_in(self, s, e):
-        lo, hi = 0, len(self.wakes)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.wakes[mid][0] < s:
-                lo = mid + 1
-            else:
-                hi = mid
-        out = []
-        while lo < len(self.wakes) and self.wakes[lo][0] <= e:
-            out.append(self.wakes[lo])
-            lo += 1
-        return out
+        i = bisect.bisect_left(self.wakes, (s,))
+        return self.wakes[i:bisect.bisect_right(self.wakes, (e, float("inf")))]
 
     def run_in(self, role, s, e):
         """(total, longest single stretch) role ran inside [s, e]."""
         iv, tot, longest = self.runs.get(role, []), 0.0, 0.0
-        lo, hi = 0, len(iv)
-        while lo < hi:    # first interval that may end after s
-            mid = (lo + hi) // 2
-            if iv[mid][0] < s - 20000:
-                lo = mid + 1
-            else:
-                hi = mid
-        for a, b in iv[lo:]:
+        # any run that overlaps [s, e] started after s minus the longest run
+        i = bisect.bisect_left(iv, (s - self.longest_run.get(role, 0.0),))
+        for a, b in iv[i:]:
             if a > e:
                 break
             d = max(0.0, min(b, e) - max(a, s))
@@ -182,16 +170,6 @@ class Trace:
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0
-
-
-def requests(lat_path):
-    out = []
-    with open(lat_path) as f:
-        for line in f:
-            a = line.split()
-            if len(a) == 2:
-                out.append((float(a[0]), float(a[1])))
-    return out
 
 
 def breakdown(tr, reqs):
@@ -260,7 +238,7 @@ def main(argv):
         cfg, base = arg.split(":", 1)
         try:
             tr = Trace(base + ".txt")
-            rows = breakdown(tr, requests(base + ".lat"))
+            rows = breakdown(tr, read_lat(base + ".lat"))
         except OSError as e:
             print("# %s: %s" % (cfg, e))
             continue
